@@ -1,0 +1,11 @@
+// lowbit.hpp: the umbrella header; includes every public part of lowbit.
+#pragma once
+
+#include <lowbit/core/error.hpp>
+#include <lowbit/core/metrics.hpp>
+#include <lowbit/core/packing.hpp>
+#include <lowbit/core/quant_params.hpp>
+#include <lowbit/core/quantize.hpp>
+#include <lowbit/core/quantized_matrix.hpp>
+#include <lowbit/core/scheme.hpp>
+#include <lowbit/core/types.hpp>

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# setup.sh: installs the Debian 12 packages lowbit's build, tests, examples and benchmarks use.
+# Installs only what is missing; needs root (or sudo) when something is.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev libfmt-dev            # the library
+  catch2                              # tests
+  libcli11-dev nlohmann-json3-dev gnuplot-nox  # examples
+  libbenchmark-dev                    # benchmarks
+  "$@"
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "setup: missing packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

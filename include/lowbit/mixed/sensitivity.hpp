@@ -30,17 +30,21 @@ inline double clipped_variance(const Eigen::Ref<const MatrixXfR>& W, float gamma
   lowbit::detail::require_gamma(gamma);
   std::vector<float> mins, maxs;
   block_ranges(W, scheme, mins, maxs);
-  double sum_sq = 0.0;
+  // Per-tensor blocks span several rows: accumulate per parameter block, then pool.
+  const size_t nb = mins.size();
+  std::vector<double> s(nb, 0.0), s2(nb, 0.0), count(nb, 0.0);
   lowbit::detail::for_each_block(scheme, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
-    const double lo = double(mins[size_t(p)]) * gamma, hi = double(maxs[size_t(p)]) * gamma;
-    double s = 0.0, s2 = 0.0;
+    const auto b = size_t(p);
+    const double lo = double(mins[b]) * gamma, hi = double(maxs[b]) * gamma;
     for (Index c = c0; c < c1; ++c) {
       const double v = std::clamp(double(W(r, c)), lo, hi);
-      s += v;
-      s2 += v * v;
+      s[b] += v;
+      s2[b] += v * v;
     }
-    sum_sq += s2 - s * s / double(c1 - c0);
+    count[b] += double(c1 - c0);
   });
+  double sum_sq = 0.0;
+  for (size_t b = 0; b < nb; ++b) sum_sq += s2[b] - s[b] * s[b] / count[b];
   return std::max(0.0, sum_sq / double(W.size()));
 }
 

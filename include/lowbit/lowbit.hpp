@@ -14,3 +14,4 @@
 #include <lowbit/ptq/layer_error.hpp>
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/gptq.hpp>

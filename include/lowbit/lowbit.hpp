@@ -9,3 +9,9 @@
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/layer_error.hpp>
+#include <lowbit/ptq/result.hpp>
+#include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/gptq.hpp>

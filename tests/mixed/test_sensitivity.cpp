@@ -4,6 +4,8 @@
 #include <lowbit/mixed/sensitivity.hpp>
 
 #include <lowbit/core/quantized_matrix.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/gptq.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -144,6 +146,39 @@ TEST_CASE("weighted_output_error equals ||X (W - W_hat)^T||^2; reconstruct is co
   CHECK_THROWS_AS(measure_output_error(bad_gram, c), Error);
   CHECK_THROWS_AS(describe_layer("x", W, Eigen::MatrixXd::Identity(3, 3)), Error);
   CHECK_THROWS_AS(reconstruct(l, {9, 8, true, Method::rtn}), Error);
+}
+
+TEST_CASE("gamma-search and GPTQ candidates are ptq's results; never worse than RTN here") {
+  const MatrixXfR W = random_matrix(12, 48, 13);
+  MatrixXfR X = random_matrix(96, 48, 14);
+  X.col(5) *= 10.0f;
+  Layer l = describe_layer("fc", W, gram_of(X));
+  l.tokens = 96;
+  const Scheme s = Scheme::per_group(3, 16);
+  const ptq::Calibration calib = ptq::Calibration::from_gram(l.gram, 96);
+  const Candidate rtn{3, 16, true, Method::rtn}, gam{3, 16, true, Method::gamma_search},
+      gq{3, 16, true, Method::gptq};
+  CHECK(reconstruct(l, gam) == ptq::search_gamma(W, s, calib).dequantize());
+  CHECK(reconstruct(l, gq) == ptq::gptq(W, s, calib).dequantize());
+  const double e_rtn = measure_output_error(l, rtn), e_gam = measure_output_error(l, gam),
+               e_gq = measure_output_error(l, gq);
+  CHECK(e_gam <= e_rtn);
+  CHECK(e_gq < e_rtn);
+  Layer no_gram = l;
+  no_gram.gram.resize(0, 0);
+  CHECK(reconstruct(no_gram, gam) == ptq::search_gamma(W, s).dequantize());
+  CHECK_THROWS_AS(reconstruct(no_gram, gq), Error);
+
+  // Per-block clipping factors: the searched variance uses ptq's gammas.
+  const std::vector<float> gammas = ptq::search_gamma(W, s, calib).gammas;
+  CHECK(searched_variance(l, s) == Approx(clipped_variance(W, gammas, s)).epsilon(1e-12));
+  CHECK(searched_variance(l, s) <= clipped_variance(W, 1.0f, s) + 1e-12);
+  std::vector<float> half(gammas.size(), 0.5f);
+  CHECK(clipped_variance(W, half, s) == Approx(clipped_variance(W, 0.5f, s)).epsilon(1e-12));
+  CHECK_THROWS_AS(clipped_variance(W, std::vector<float>{1.0f, 1.0f}, s), Error);
+  half[3] = -1.0f;
+  CHECK_THROWS_AS(clipped_variance(W, half, s), Error);
+  CHECK_THROWS_AS(searched_variance(no_gram.weight.size() ? Layer{} : no_gram, s), Error);
 }
 
 TEST_CASE("loss_increase_alpha makes the model reproduce the measured loss increase") {

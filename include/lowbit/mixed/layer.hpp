@@ -27,6 +27,7 @@ struct Layer {
   int max_bits = 32;    ///< pin: highest width allowed (16/32 = float)
   MatrixXfR weight;     ///< [out, in]; optional for the closed form
   Eigen::MatrixXd gram; ///< X^T X over calibration tokens, [in, in]; empty = identity
+  Index tokens = 0;     ///< calibration tokens behind gram (0 = unknown, taken as 1)
 
   Index weights() const { return rows * cols; }
 };
@@ -55,6 +56,7 @@ inline void validate(const Layer& l, size_t i) {
                     "layers[{}] ({}).gram: expected {}x{} (in x in), got {}x{}", i, l.name, l.cols,
                     l.cols, l.gram.rows(), l.gram.cols());
     lowbit::detail::require(l.gram.allFinite(), "layers[{}] ({}).gram: expected finite values", i, l.name);
+    lowbit::detail::require(l.tokens >= 0, "layers[{}] ({}).tokens: expected >= 0, got {}", i, l.name, l.tokens);
   }
 }
 

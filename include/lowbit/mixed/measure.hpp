@@ -11,6 +11,9 @@
 #include <lowbit/mixed/allocation.hpp>
 #include <lowbit/mixed/candidate.hpp>
 #include <lowbit/mixed/layer.hpp>
+#include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/gptq.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -53,7 +56,16 @@ inline double weighted_output_error(const Eigen::Ref<const MatrixXfR>& W,
   return std::max(0.0, (d * gram).cwiseProduct(d).sum());
 }
 
-/// The weights `layer` would hold if stored as `c` (dequantized), rounded by c.method.
+/// The layer's calibration statistics for ptq's methods (gram required).
+inline ptq::Calibration calibration_of(const Layer& layer) {
+  lowbit::detail::require(layer.gram.size() > 0, "layer ({}).gram: calibration X^T X needed, got none",
+                          layer.name);
+  return ptq::Calibration::from_gram(layer.gram, std::max<Index>(layer.tokens, 1));
+}
+
+/// The weights `layer` would hold if stored as `c` (dequantized), rounded by c.method: RTN
+/// (core's min-max parameters), ptq::search_gamma (on the layer-output error when the layer has
+/// a gram, else the weight MSE) or ptq::gptq (needs the gram).
 inline MatrixXfR reconstruct(const Layer& layer, const Candidate& c) {
   validate(layer, 0);
   validate(c);
@@ -67,9 +79,11 @@ inline MatrixXfR reconstruct(const Layer& layer, const Candidate& c) {
       return dequantize(quantize(layer.weight, p), p);
     }
     case Method::gamma_search:
-    case Method::gptq: break;
+      if (layer.gram.size() == 0) return ptq::search_gamma(layer.weight, s).dequantize();
+      return ptq::search_gamma(layer.weight, s, calibration_of(layer)).dequantize();
+    case Method::gptq: return ptq::gptq(layer.weight, s, calibration_of(layer)).dequantize();
   }
-  lowbit::detail::fail("candidate.method: {} is not available in this build", to_string(c.method));
+  lowbit::detail::fail("candidate.method: not a Method value");
 }
 
 /// The built-in measurement: weighted_output_error of reconstruct(layer, c) with layer.gram.

@@ -24,17 +24,22 @@ namespace lowbit::mixed {
 /// Variance of W after clipping each block (per tensor, row or group of `scheme`) to its range
 /// times gamma, as the quantizer sees it: the pooled within-block variance, so a per-group
 /// scheme measures the spread each group's scale has to cover.
-inline double clipped_variance(const Eigen::Ref<const MatrixXfR>& W, float gamma = 1.0f,
+/// `gammas` holds one factor for all blocks or one per block (as ptq::Result::gammas).
+inline double clipped_variance(const Eigen::Ref<const MatrixXfR>& W, const std::vector<float>& gammas,
                                const Scheme& scheme = Scheme::per_tensor(8)) {
   lowbit::detail::require_finite(W, "W");
-  lowbit::detail::require_gamma(gamma);
   std::vector<float> mins, maxs;
   block_ranges(W, scheme, mins, maxs);
+  lowbit::detail::require(gammas.size() == 1 || gammas.size() == mins.size(),
+                          "gammas: expected 1 or {} entries (one per block), got {}", mins.size(),
+                          gammas.size());
+  for (float g : gammas) lowbit::detail::require_gamma(g);
   // Per-tensor blocks span several rows: accumulate per parameter block, then pool.
   const size_t nb = mins.size();
   std::vector<double> s(nb, 0.0), s2(nb, 0.0), count(nb, 0.0);
   lowbit::detail::for_each_block(scheme, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
     const auto b = size_t(p);
+    const double gamma = gammas[gammas.size() == 1 ? 0 : b];
     const double lo = double(mins[b]) * gamma, hi = double(maxs[b]) * gamma;
     for (Index c = c0; c < c1; ++c) {
       const double v = std::clamp(double(W(r, c)), lo, hi);
@@ -46,6 +51,24 @@ inline double clipped_variance(const Eigen::Ref<const MatrixXfR>& W, float gamma
   double sum_sq = 0.0;
   for (size_t b = 0; b < nb; ++b) sum_sq += s2[b] - s[b] * s[b] / count[b];
   return std::max(0.0, sum_sq / double(W.size()));
+}
+
+/// As above with one clipping factor for every block.
+inline double clipped_variance(const Eigen::Ref<const MatrixXfR>& W, float gamma = 1.0f,
+                               const Scheme& scheme = Scheme::per_tensor(8)) {
+  return clipped_variance(W, std::vector<float>{gamma}, scheme);
+}
+
+/// sigma2 with gamma from the gamma search: ptq::search_gamma of layer.weight in `scheme` (on
+/// the layer-output error when the layer has a gram), then clipped_variance with its per-block
+/// factors.
+inline double searched_variance(const Layer& layer, const Scheme& scheme) {
+  validate(layer, 0);
+  lowbit::detail::require(layer.weight.size() > 0, "layer ({}).weight: needed, got none", layer.name);
+  const ptq::Result r = layer.gram.size() > 0
+                            ? ptq::search_gamma(layer.weight, scheme, calibration_of(layer))
+                            : ptq::search_gamma(layer.weight, scheme);
+  return clipped_variance(layer.weight, r.gammas, scheme);
 }
 
 /// Mean of diag(X^T X): the layer-output error per unit of weight-error energy (the diagonal of

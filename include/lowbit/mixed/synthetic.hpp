@@ -66,6 +66,7 @@ inline std::vector<Layer> synthetic_llm_stack(const SyntheticStackOptions& o = {
   std::vector<Layer> layers;
   const auto add = [&](const std::string& name, const MatrixXfR& w, const MatrixXfR& x) {
     layers.push_back(describe_layer(name, w, gram_of(x), 1.0f, sigma_scheme));
+    layers.back().tokens = o.tokens;
   };
   for (int b = 0; b < o.blocks; ++b) {
     const float depth = 1.0f + 0.75f * float(b);

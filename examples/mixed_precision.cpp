@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   int baseline_group = 128;
   std::vector<int> widths{2, 3, 4, 8};
   std::vector<int> groups{32, 64, 128};
+  std::vector<std::string> methods{"rtn"};
+  std::vector<int> sizes{4, 8};
   bool asymmetric = false, verbose = false;
   std::string json_path;
   app.add_option("--blocks", stack.blocks, "transformer blocks (7 layers each)")->check(CLI::PositiveNumber);
@@ -46,6 +48,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", stack.seed, "random seed");
   app.add_option("--widths", widths, "supported widths (16/32 = float)");
   app.add_option("--groups", groups, "group sizes the measured allocator may pick (0 = per row)");
+  app.add_option("--methods", methods, "rounding methods the measured allocator may pick: rtn, gamma, gptq")
+      ->check(CLI::IsMember({"rtn", "gamma", "gptq"}));
+  app.add_option("--sizes", sizes, "uniform widths whose size is the budget (2..8)")->check(CLI::Range(2, 8));
   app.add_option("--baseline-group", baseline_group, "group size of the uniform baselines and the closed form");
   app.add_flag("--asymmetric", asymmetric, "asymmetric (zero point) quantization");
   app.add_flag("--verbose", verbose, "print every allocation table");
@@ -56,7 +61,13 @@ int main(int argc, char** argv) {
     stack.sigma_group = baseline_group;
     const std::vector<Layer> layers = synthetic_llm_stack(stack);
     const bool sym = !asymmetric;
-    const auto candidates = candidate_grid(widths, groups, Method::rtn, sym);
+    const auto method_of = [](const std::string& m) {
+      return m == "gptq" ? Method::gptq : m == "gamma" ? Method::gamma_search : Method::rtn;
+    };
+    std::vector<Candidate> candidates;  // every method's grid; a float width only once
+    for (size_t k = 0; k < methods.size(); ++k)
+      for (const auto& c : candidate_grid(widths, groups, method_of(methods[k]), sym))
+        if (k == 0 || !c.keeps_float()) candidates.push_back(c);
     const CostTable table = measure_costs(layers, candidates);
     ClosedFormOptions cf;
     cf.widths = widths;
@@ -66,26 +77,34 @@ int main(int argc, char** argv) {
     fmt::print("{} layers, {} weights; distortion = sum over layers of ||X (W - W_hat)^T||^2 on {} calibration tokens\n\n",
                layers.size(), [&] { Index n = 0; for (const auto& l : layers) n += l.weights(); return n; }(),
                stack.tokens);
-    fmt::print("{:<26} {:>9} {:>8} {:>12} {:>10}\n", "allocation", "bytes", "bits/w", "distortion", "vs uniform");
     nlohmann::json out = nlohmann::json::array();
-    for (int base_bits : {4, 8}) {
-      const Candidate base{base_bits, baseline_group, sym, Method::rtn};
-      Allocation uniform = uniform_allocation(layers, base);
-      measure_allocation(layers, uniform);
-      const Budget budget = Budget::bytes(uniform.total_bytes);
-      Allocation closed = allocate_closed_form(layers, budget, cf);
-      measure_allocation(layers, closed);
+    fmt::print("{:<30} {:>9} {:>8} {:>12} {:>10}\n", "allocation", "bytes", "bits/w", "distortion",
+               "vs first");
+    const auto print = [&](const std::string& name, const Allocation& a, double reference) {
+      fmt::print("{:<30} {:>9} {:>8.3f} {:>12.4e} {:>9.3f}x\n", name, a.total_bytes,
+                 a.bits_per_weight(), a.measured_total, a.measured_total / reference);
+      out.push_back(to_json(a));
+    };
+    for (int base_bits : sizes) {
+      // The reference: uniform base_bits g<baseline_group> with the first method.
+      Allocation reference = uniform_allocation(layers, {base_bits, baseline_group, sym, method_of(methods[0])});
+      measure_allocation(layers, reference);
+      const Budget budget = Budget::bytes(reference.total_bytes);
+      for (const auto& m : methods) {
+        Allocation uniform = uniform_allocation(layers, {base_bits, baseline_group, sym, method_of(m)});
+        measure_allocation(layers, uniform);
+        print(uniform.allocator, uniform, reference.measured_total);
+      }
+      for (const auto& m : methods) {
+        cf.method = method_of(m);
+        Allocation closed = allocate_closed_form(layers, budget, cf);
+        measure_allocation(layers, closed);
+        print(fmt::format("closed-form {} @ {}-bit size", m, base_bits), closed, reference.measured_total);
+        if (verbose) fmt::print("\n{}\n", format_report(closed));
+      }
       const Allocation measured = allocate_measured(layers, table, budget);
-      for (const Allocation* a : {static_cast<const Allocation*>(&uniform), static_cast<const Allocation*>(&closed), &measured}) {
-        fmt::print("{:<26} {:>9} {:>8.3f} {:>12.4e} {:>9.3f}x\n",
-                   a == &uniform ? uniform.allocator : fmt::format("{} @ {}-bit size", a->allocator, base_bits),
-                   a->total_bytes, a->bits_per_weight(), a->measured_total,
-                   a->measured_total / uniform.measured_total);
-        out.push_back(to_json(*a));
-      }
-      if (verbose || base_bits == 4) {
-        fmt::print("\n{}\n{}\n", format_report(closed), format_report(measured));
-      }
+      print(fmt::format("measured @ {}-bit size", base_bits), measured, reference.measured_total);
+      if (verbose || base_bits == 4) fmt::print("\n{}\n", format_report(measured));
     }
     if (!json_path.empty()) {
       std::ofstream(json_path) << out.dump(2) << "\n";

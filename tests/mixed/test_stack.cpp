@@ -53,3 +53,25 @@ TEST_CASE("synthetic stack: mixed precision beats uniform INT4 g128 at equal byt
     CHECK(pinned.measured_total >= measured.measured_total);
   }
 }
+
+TEST_CASE("synthetic stack: choosing among RTN, gamma search and GPTQ is never worse than RTN") {
+  SyntheticStackOptions o;
+  o.blocks = 1;
+  o.tokens = 128;
+  const std::vector<Layer> layers = synthetic_llm_stack(o);
+  Allocation uniform = uniform_allocation(layers, {4, 128, true, Method::rtn});
+  measure_allocation(layers, uniform);
+  const Budget budget = Budget::bytes(uniform.total_bytes);
+  std::vector<Candidate> rtn_only = candidate_grid({2, 3, 4, 8}, {64});
+  std::vector<Candidate> all = rtn_only;
+  for (Method m : {Method::gamma_search, Method::gptq})
+    for (const auto& c : candidate_grid({2, 3, 4, 8}, {64}, m)) all.push_back(c);
+  const Allocation a_rtn = allocate_measured(layers, rtn_only, budget);
+  const Allocation a_all = allocate_measured(layers, all, budget);
+  CHECK(a_all.total_bytes <= uniform.total_bytes);
+  CHECK(a_all.measured_total <= a_rtn.measured_total);
+  CHECK(a_all.measured_total < 0.8 * uniform.measured_total);
+  int non_rtn = 0;
+  for (const auto& l : a_all.layers) non_rtn += l.candidate.method != Method::rtn;
+  CHECK(non_rtn > 0);
+}

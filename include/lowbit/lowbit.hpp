@@ -15,3 +15,12 @@
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
 #include <lowbit/ptq/gptq.hpp>
+#include <lowbit/mixed/allocation.hpp>
+#include <lowbit/mixed/budget.hpp>
+#include <lowbit/mixed/candidate.hpp>
+#include <lowbit/mixed/closed_form.hpp>
+#include <lowbit/mixed/layer.hpp>
+#include <lowbit/mixed/measure.hpp>
+#include <lowbit/mixed/measured.hpp>
+#include <lowbit/mixed/sensitivity.hpp>
+#include <lowbit/mixed/synthetic.hpp>

@@ -94,7 +94,8 @@ TEST_CASE("hutchinson_trace: exact for diagonal Hessians, unbiased for dense one
   CHECK_THROWS_AS(hutchinson_trace(HessianVectorProduct(), 16), Error);
   CHECK_THROWS_AS(hutchinson_trace(hvp, 0), Error);
   CHECK_THROWS_AS(hutchinson_trace(hvp, 16, 0), Error);
-  CHECK_THROWS_AS(hutchinson_trace(hvp, 15), Error);  // callback returns 16 entries
+  const auto wrong_size = [](const Eigen::VectorXd& v) -> Eigen::VectorXd { return Eigen::VectorXd::Ones(v.size() + 1); };
+  CHECK_THROWS_AS(hutchinson_trace(wrong_size, 15), Error);
   const auto nan_hvp = [](const Eigen::VectorXd& v) -> Eigen::VectorXd {
     return Eigen::VectorXd::Constant(v.size(), std::nan(""));
   };

@@ -40,6 +40,13 @@ TEST_CASE("synthetic stack: mixed precision beats uniform INT4 g128 at equal byt
     CHECK(closed.measured_total < uniform.measured_total);
     CHECK(measured.measured_total < uniform.measured_total);
     CHECK(measured.measured_total <= closed.measured_total);
+    // Without the exact pass: within budget, no better than the optimum, bound below it.
+    MeasuredOptions no_dp;
+    no_dp.exact_cells_limit = 0;
+    const Allocation lag = allocate_measured(layers, table, budget, no_dp);
+    CHECK(lag.total_bytes <= uniform.total_bytes);
+    CHECK(lag.measured_total >= measured.measured_total * (1 - 1e-12));
+    CHECK(lag.lower_bound <= measured.measured_total * (1 + 1e-12));
     // The table's distortions are the allocation's real output errors.
     Allocation remeasured = measured;
     measure_allocation(layers, remeasured);

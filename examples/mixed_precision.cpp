@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
       lagrangian_only.exact_cells_limit = 0;
       const Allocation lag = allocate_measured(layers, table, budget, lagrangian_only);
       print(fmt::format("  Lagrangian+greedy only"), lag, reference.measured_total);
-      fmt::print("  {:<28} {:>42.4e} {:>9.3f}x\n", "(its dual lower bound)", lag.lower_bound,
+      fmt::print("  {:<28} {:>31.4e} {:>9.3f}x\n", "(its dual lower bound)", lag.lower_bound,
                  lag.lower_bound / reference.measured_total);
       if (verbose || base_bits == 4) fmt::print("\n{}\n", format_report(measured));
     }

@@ -12,3 +12,7 @@
 #include <lowbit/calib/observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/calib/histogram.hpp>
+#include <lowbit/calib/percentile_observer.hpp>
+#include <lowbit/calib/mse_observer.hpp>
+#include <lowbit/calib/entropy_observer.hpp>

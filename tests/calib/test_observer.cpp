@@ -1,0 +1,105 @@
+// test_observer.cpp: what every observer shares: bounded memory, rejected input for each kind,
+// use through the Observer interface, reset.
+#include <lowbit/calib/entropy_observer.hpp>
+#include <lowbit/calib/minmax_observer.hpp>
+#include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/calib/mse_observer.hpp>
+#include <lowbit/calib/percentile_observer.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <limits>
+#include <memory>
+#include <random>
+#include <vector>
+
+using lowbit::Error;
+using lowbit::MatrixXfR;
+using lowbit::Scheme;
+using lowbit::calib::Axis;
+using lowbit::calib::Observer;
+
+namespace {
+
+std::vector<std::unique_ptr<Observer>> every_observer(const Scheme& s, Axis axis) {
+  using namespace lowbit::calib;
+  std::vector<std::unique_ptr<Observer>> v;
+  v.push_back(std::make_unique<MinMaxObserver>(s, axis));
+  v.push_back(std::make_unique<MovingAverageMinMaxObserver>(s, 0.1f, axis));
+  v.push_back(std::make_unique<PercentileObserver>(s, 99.9, axis, 256));
+  v.push_back(std::make_unique<MseObserver>(s, axis, 256));
+  v.push_back(std::make_unique<EntropyObserver>(s, axis, 256));
+  return v;
+}
+
+const Scheme schemes[] = {Scheme::per_tensor(8, true), Scheme::per_tensor(4, false),
+                          Scheme::per_channel(8, false), Scheme::per_group(4, 3, true)};
+
+}  // namespace
+
+TEST_CASE("observer memory does not grow with the number of batches") {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (const Scheme& s : schemes)
+    for (auto& o : every_observer(s, Axis::rows)) {
+      MatrixXfR x(6, 10);
+      for (int i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
+      o->observe(x);
+      const auto first = o->memory_bytes();
+      REQUIRE(first > 0);
+      for (int b = 1; b <= 60; ++b) {
+        for (int i = 0; i < x.size(); ++i) x.data()[i] = n(rng) * static_cast<float>(b);  // ranges grow
+        o->observe(x);
+      }
+      REQUIRE(o->batches() == 61);
+      REQUIRE(o->memory_bytes() == first);
+      // Every observer yields valid parameters for the batch shape.
+      const auto p = o->params();
+      REQUIRE_NOTHROW(lowbit::validate(p, x.rows(), x.cols()));
+    }
+}
+
+TEST_CASE("every observer rejects bad batches and early params, and keeps its state") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Scheme& s : schemes)
+    for (const Axis axis : {Axis::rows, Axis::columns}) {
+      if (axis == Axis::columns && s.granularity == lowbit::Granularity::per_group) continue;
+      for (auto& o : every_observer(s, axis)) {
+        REQUIRE_FALSE(o->has_observations());
+        REQUIRE_THROWS_AS(o->params(), Error);
+        REQUIRE_THROWS_AS(o->ranges(), Error);
+        REQUIRE_THROWS_AS(o->observe(MatrixXfR(0, 4)), Error);
+        REQUIRE_THROWS_AS(o->observe(MatrixXfR(4, 0)), Error);
+        MatrixXfR x = MatrixXfR::Random(4, 6);
+        for (float bad : {nan, inf, -inf}) {
+          MatrixXfR y = x;
+          y(3, 5) = bad;
+          REQUIRE_THROWS_AS(o->observe(y), Error);
+        }
+        REQUIRE_FALSE(o->has_observations());
+        o->observe(x);
+        const auto before = o->ranges();
+        MatrixXfR y = x * 10.0f;
+        y(0, 0) = nan;
+        REQUIRE_THROWS_AS(o->observe(y), Error);
+        REQUIRE_THROWS_AS(o->observe(MatrixXfR::Ones(4, 5)), Error);  // width changed
+        if (axis == Axis::rows && s.granularity != lowbit::Granularity::per_tensor)
+          REQUIRE_THROWS_AS(o->observe(MatrixXfR::Ones(5, 6)), Error);  // channel count changed
+        REQUIRE(o->batches() == 1);
+        REQUIRE(o->ranges().min == before.min);
+        REQUIRE(o->ranges().max == before.max);
+        // Otherwise the number of rows (tokens) may change.
+        if (axis == Axis::columns || s.granularity == lowbit::Granularity::per_tensor)
+          REQUIRE_NOTHROW(o->observe(x.topRows(1).replicate(5, 1)));
+        REQUIRE_THROWS_AS(o->params(0.0f), Error);
+        REQUIRE_THROWS_AS(o->params(nan), Error);
+        o->reset();
+        REQUIRE_FALSE(o->has_observations());
+        REQUIRE(o->memory_bytes() < 1024);
+        REQUIRE_THROWS_AS(o->params(), Error);
+        o->observe(MatrixXfR::Ones(2, 3));  // a fresh start accepts a new shape
+        REQUIRE(o->has_observations());
+      }
+    }
+}

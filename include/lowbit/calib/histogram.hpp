@@ -116,11 +116,7 @@ class HistogramObserver : public Observer {
 
   void accumulate(const Eigen::Ref<const MatrixXfR>& x, const std::vector<float>& mins,
                   const std::vector<float>& maxs) override {
-    if (min_.empty()) {
-      min_ = mins;
-      max_ = maxs;
-      hists_.assign(mins.size(), Histogram(bins_, magnitude_));
-    }
+    if (initialise(mins, maxs)) hists_.assign(mins.size(), Histogram(bins_, magnitude_));
     for (size_t i = 0; i < mins.size(); ++i) {
       min_[i] = std::min(min_[i], mins[i]);
       max_[i] = std::max(max_[i], maxs[i]);

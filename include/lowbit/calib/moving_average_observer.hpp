@@ -26,11 +26,7 @@ class MovingAverageMinMaxObserver : public Observer {
  protected:
   void accumulate(const Eigen::Ref<const MatrixXfR>&, const std::vector<float>& mins,
                   const std::vector<float>& maxs) override {
-    if (min_.empty()) {
-      min_ = mins;
-      max_ = maxs;
-      return;
-    }
+    if (initialise(mins, maxs)) return;  // the first batch initialises
     for (size_t i = 0; i < min_.size(); ++i) {
       min_[i] = min_[i] + c_ * (mins[i] - min_[i]);
       max_[i] = max_[i] + c_ * (maxs[i] - max_[i]);

@@ -126,6 +126,14 @@ class Observer {
   /// Drops derived state on reset().
   virtual void clear() {}
 
+  /// On the first batch, takes its ranges as the running min/max and returns true.
+  bool initialise(const std::vector<float>& mins, const std::vector<float>& maxs) {
+    if (!min_.empty()) return false;
+    min_ = mins;
+    max_ = maxs;
+    return true;
+  }
+
   std::vector<float> min_, max_;
 
  private:

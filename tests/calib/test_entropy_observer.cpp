@@ -108,3 +108,24 @@ TEST_CASE("EntropyObserver rejects bad input") {
   REQUIRE_THROWS_AS(o.observe(x), Error);
   REQUIRE_FALSE(o.has_observations());
 }
+
+TEST_CASE("kl_threshold cuts a lone far outlier bin off a compact bulk") {
+  using lowbit::calib::detail::Histogram;
+  // 200 bins of a smooth bulk (half-Gaussian shape) and one count at the far end: keeping the
+  // outlier would merge 16 bulk bins per level, so the minimum KL sits at the bulk's end.
+  Histogram h(2048, true);
+  h.cover(0.0, 2048.0);
+  for (int b = 0; b < 200; ++b) {
+    const int n = static_cast<int>(10000.0 * std::exp(-0.5 * (b / 70.0) * (b / 70.0)));
+    for (int k = 0; k < n; ++k) h.add(b + 0.5);
+  }
+  h.add(2047.5);
+  const double t = lowbit::calib::detail::kl_threshold(h, 128);
+  REQUIRE(t >= 128.0);
+  REQUIRE(t <= 260.0);
+  // With the outlier's mass comparable to the bulk's, the whole range is kept.
+  Histogram g(2048, true);
+  g.cover(0.0, 2048.0);
+  for (int b = 0; b < 2048; b += 2) g.add(b + 0.5);
+  REQUIRE(lowbit::calib::detail::kl_threshold(g, 128) >= 2000.0);
+}

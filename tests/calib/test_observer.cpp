@@ -10,10 +10,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 using lowbit::Error;
@@ -135,4 +137,30 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
     WARN("actual MSE relative to MinMax, " << row);
     for (size_t i = 0; i < err.size(); ++i) REQUIRE(err[3] <= err[i] * 1.001);
   }
+}
+
+TEST_CASE("constant and all-zero batches give valid parameters from every observer") {
+  for (const Scheme& s : schemes)
+    for (float value : {0.0f, 1.5f, -3.0f})
+      for (auto& o : every_observer(s, Axis::rows)) {
+        const MatrixXfR x = MatrixXfR::Constant(6, 9, value);
+        o->observe(x);
+        o->observe(x);
+        const auto r = o->ranges();
+        for (size_t i = 0; i < r.min.size(); ++i) {
+          REQUIRE(r.min[i] <= r.max[i]);
+          // No observer goes beyond the observed range widened to include 0 (which is what
+          // the parameters represent); MSE's gamma may scale one-signed data towards 0.
+          REQUIRE(r.min[i] >= std::min(value, 0.0f) * (1.0f + 1e-5f));
+          REQUIRE(r.max[i] <= std::max(value, 0.0f) * (1.0f + 1e-5f));
+        }
+        const auto p = o->params();
+        REQUIRE_NOTHROW(lowbit::validate(p, x.rows(), x.cols()));
+        const MatrixXfR back = lowbit::dequantize(lowbit::quantize(x, p), p);
+        INFO("bits " << s.bits << " sym " << s.symmetric << " value " << value << " observer "
+                     << typeid(*o).name() << " range " << r.min[0] << " " << r.max[0]);
+        // At most MinMax's error: half a step of |value| / ((qmax - qmin) / 2).
+        const double half_step = std::abs(value) / (s.qmax() - s.qmin());
+        REQUIRE(lowbit::max_abs_error(x, back) <= half_step * 1.001 + 1e-6);
+      }
 }

@@ -1,8 +1,6 @@
 // test_calib_doc_example.cpp: the example of docs/calib.md, compiled and checked.
-#include <lowbit/lowbit.hpp>
-
 #include <catch2/catch.hpp>
-
+#include <lowbit/lowbit.hpp>
 #include <random>
 
 TEST_CASE("docs/calib.md example") {
@@ -23,10 +21,10 @@ TEST_CASE("docs/calib.md example") {
     act.observe(x);
     per_feature.observe(x);
   }
-  const QuantParams p = act.params();                   // one scale, zero point 0
+  const QuantParams p = act.params();  // one scale, zero point 0
   const MatrixXfR x = next_batch();
-  const MatrixXiR codes = quantize(x, p);               // core's numeric contract
-  const QuantParams pf = per_feature.params();          // one pair per feature (column)
+  const MatrixXiR codes = quantize(x, p);                 // core's numeric contract
+  const QuantParams pf = per_feature.params();            // one pair per feature (column)
   const MatrixXiR codes_t = quantize(x.transpose(), pf);  // ... applied to x^T [features, tokens]
   // --- end example
   REQUIRE(p.scale.size() == 1);

@@ -1,11 +1,9 @@
 // test_entropy_observer.cpp: KL (entropy) calibration: Gaussian plus outliers lands inside a known
 // bracket, fewer bits clip harder, uniform data is not clipped, per-channel thresholds scale.
-#include <lowbit/calib/entropy_observer.hpp>
-
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
+#include <lowbit/calib/entropy_observer.hpp>
 #include <random>
 
 using lowbit::Error;

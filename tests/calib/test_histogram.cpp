@@ -1,11 +1,9 @@
 // test_histogram.cpp: the bounded histogram behind the histogram observers: exact merging as the
 // range grows, quantiles within one bin, anchoring at zero, degenerate first batches.
-#include <lowbit/calib/histogram.hpp>
-
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
+#include <lowbit/calib/histogram.hpp>
 #include <random>
 #include <vector>
 
@@ -31,7 +29,8 @@ TEST_CASE("Histogram merges bins exactly when the range grows") {
     Histogram h(64, anchored);
     std::vector<double> all;
     // Batches whose ranges grow in both directions, by small and by huge factors.
-    const double spans[][2] = {{-0.1, 0.3}, {-0.2, 0.35}, {-5.0, 1.0}, {-6.0, 40.0}, {-1000.0, 3.0}};
+    const double spans[][2] = {
+        {-0.1, 0.3}, {-0.2, 0.35}, {-5.0, 1.0}, {-6.0, 40.0}, {-1000.0, 3.0}};
     for (const auto& s : spans) {
       std::uniform_real_distribution<double> u(anchored ? 0.0 : s[0], s[1]);
       std::vector<double> batch(500);

@@ -1,13 +1,11 @@
 // test_minmax_observer.cpp: MinMax and MovingAverage observers against numbers derived by hand
 // from PyTorch's formulas (per tensor, per channel on rows and columns, both signednesses).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
 #include <lowbit/core/quantize.hpp>
-
-#include <catch2/catch.hpp>
-
-#include <cmath>
-#include <limits>
 
 using lowbit::Error;
 using lowbit::MatrixXfR;
@@ -98,7 +96,8 @@ TEST_CASE("MinMaxObserver per group splits rows as core does") {
   MinMaxObserver o(Scheme::per_group(4, 2, true));
   o.observe(w1);
   o.observe(w2);
-  // Groups of 2 columns: row 0 -> [-4, 2] cols 0-1 and [0, 0.5] col 2; row 1 -> [0.25, 5], [-0.5, 2].
+  // Groups of 2 columns: row 0 -> [-4, 2] cols 0-1 and [0, 0.5] col 2; row 1 -> [0.25, 5], [-0.5,
+  // 2].
   REQUIRE(o.min_vals() == std::vector<float>{-4.0f, 0.0f, 0.25f, -0.5f});
   REQUIRE(o.max_vals() == std::vector<float>{2.0f, 0.5f, 5.0f, 2.0f});
   const auto p = o.params();

@@ -1,14 +1,12 @@
 // test_mse_observer.cpp: the MSE observer's error model against brute-force quantization, its
 // choice never worse than MinMax on heavy-tailed data (actual MSE), and the known optimal
 // clipping of a Gaussian at 4 bits.
+#include <catch2/catch.hpp>
+#include <cmath>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/mse_observer.hpp>
 #include <lowbit/core/metrics.hpp>
 #include <lowbit/core/quantize.hpp>
-
-#include <catch2/catch.hpp>
-
-#include <cmath>
 #include <random>
 
 using lowbit::Error;

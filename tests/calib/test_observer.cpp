@@ -1,5 +1,8 @@
 // test_observer.cpp: what every observer shares: bounded memory, rejected input for each kind,
 // use through the Observer interface, reset.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <lowbit/calib/entropy_observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
@@ -7,11 +10,6 @@
 #include <lowbit/calib/percentile_observer.hpp>
 #include <lowbit/core/metrics.hpp>
 #include <lowbit/core/quantize.hpp>
-
-#include <catch2/catch.hpp>
-
-#include <cmath>
-#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -53,7 +51,8 @@ TEST_CASE("observer memory does not grow with the number of batches") {
       const auto first = o->memory_bytes();
       REQUIRE(first > 0);
       for (int b = 1; b <= 60; ++b) {
-        for (int i = 0; i < x.size(); ++i) x.data()[i] = n(rng) * static_cast<float>(b);  // ranges grow
+        for (int i = 0; i < x.size(); ++i)
+          x.data()[i] = n(rng) * static_cast<float>(b);  // ranges grow
         o->observe(x);
       }
       REQUIRE(o->batches() == 61);
@@ -128,7 +127,8 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
       for (const auto& b : batches) o->observe(b);
       const auto p = o->params();
       double e = 0.0;
-      for (const auto& b : batches) e += lowbit::mse(b, lowbit::dequantize(lowbit::quantize(b, p), p));
+      for (const auto& b : batches)
+        e += lowbit::mse(b, lowbit::dequantize(lowbit::quantize(b, p), p));
       err.push_back(e);
     }
     std::string row = "bits " + std::to_string(s.bits) + (s.symmetric ? " sym" : " asym") + ":";

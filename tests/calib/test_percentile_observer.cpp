@@ -1,11 +1,9 @@
 // test_percentile_observer.cpp: percentiles of known distributions (closed forms) and of the
 // data itself, symmetric and two-sided, per tensor and per channel, over growing ranges.
-#include <lowbit/calib/percentile_observer.hpp>
-
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
+#include <lowbit/calib/percentile_observer.hpp>
 #include <random>
 #include <vector>
 
@@ -73,12 +71,15 @@ TEST_CASE("PercentileObserver per channel: each row gets its own percentile") {
   std::mt19937 rng(2);
   PercentileObserver rows(Scheme::per_channel(4, true), 90.0);
   MatrixXfR w(4, 5000);
-  for (int r = 0; r < 4; ++r) w.row(r) = uniform(1, 5000, -1.0f, 1.0f, rng) * static_cast<float>(r + 1);
+  for (int r = 0; r < 4; ++r)
+    w.row(r) = uniform(1, 5000, -1.0f, 1.0f, rng) * static_cast<float>(r + 1);
   rows.observe(w);
   // |x| of row r is uniform on [0, r + 1]: the 90th percentile is 0.9 (r + 1).
   const auto rr = rows.ranges();
-  for (int r = 0; r < 4; ++r) REQUIRE(rr.max[static_cast<size_t>(r)] == Approx(0.9 * (r + 1)).margin(0.03 * (r + 1)));
-  // Columns of an activation batch: feature j uniform on [0, j + 1], two-sided 80%: [0.1, 0.9] (j + 1).
+  for (int r = 0; r < 4; ++r)
+    REQUIRE(rr.max[static_cast<size_t>(r)] == Approx(0.9 * (r + 1)).margin(0.03 * (r + 1)));
+  // Columns of an activation batch: feature j uniform on [0, j + 1], two-sided 80%: [0.1, 0.9] (j +
+  // 1).
   PercentileObserver cols(Scheme::per_channel(8, false), 80.0, Axis::columns, 512);
   for (int b = 0; b < 3; ++b) {
     MatrixXfR x(2000, 3);

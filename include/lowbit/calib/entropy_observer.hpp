@@ -1,11 +1,10 @@
 // entropy_observer.hpp: TensorRT-style KL-divergence (entropy) calibration of a clipping threshold.
 #pragma once
 
-#include <lowbit/calib/histogram.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <lowbit/calib/histogram.hpp>
 #include <vector>
 
 namespace lowbit::calib {
@@ -36,7 +35,8 @@ inline double kl_threshold(const Histogram& h, int levels) {
   if (used <= levels) return h.edge(static_cast<double>(used));
   std::vector<double> suffix(static_cast<size_t>(used) + 1, 0.0);  // mass in bins >= j
   for (Index j = used - 1; j >= 0; --j)
-    suffix[static_cast<size_t>(j)] = suffix[static_cast<size_t>(j) + 1] + counts[static_cast<size_t>(j)];
+    suffix[static_cast<size_t>(j)] =
+        suffix[static_cast<size_t>(j) + 1] + counts[static_cast<size_t>(j)];
   std::vector<double> p, q;
   double best_kl = std::numeric_limits<double>::infinity();
   Index best_i = used;
@@ -46,7 +46,8 @@ inline double kl_threshold(const Histogram& h, int levels) {
     p[n - 1] += suffix[n];
     q.assign(n, 0.0);
     for (Index g = 0; g < levels; ++g) {
-      const auto b0 = static_cast<size_t>(g * i / levels), b1 = static_cast<size_t>((g + 1) * i / levels);
+      const auto b0 = static_cast<size_t>(g * i / levels),
+                 b1 = static_cast<size_t>((g + 1) * i / levels);
       double mass = 0.0, nonzero = 0.0;
       for (size_t j = b0; j < b1; ++j)
         if (counts[j] > 0.0) {
@@ -77,8 +78,7 @@ inline double kl_threshold(const Histogram& h, int levels) {
 /// 2^bits for an asymmetric scheme on one-signed data. Cost per block grows as bins^2 / 2.
 class EntropyObserver : public detail::HistogramObserver {
  public:
-  explicit EntropyObserver(Scheme scheme, Axis axis = Axis::rows,
-                           int bins = default_histogram_bins)
+  explicit EntropyObserver(Scheme scheme, Axis axis = Axis::rows, int bins = default_histogram_bins)
       : HistogramObserver(scheme, axis, bins, true) {}
 
  protected:
@@ -87,7 +87,8 @@ class EntropyObserver : public detail::HistogramObserver {
     for (size_t i = 0; i < min_.size(); ++i) {
       const bool one_signed = min_[i] >= 0.0f || max_[i] <= 0.0f;
       const int levels = 1 << (scheme().bits - (scheme().symmetric || !one_signed ? 1 : 0));
-      const auto t = static_cast<float>(detail::kl_threshold(histogram(static_cast<Index>(i)), levels));
+      const auto t =
+          static_cast<float>(detail::kl_threshold(histogram(static_cast<Index>(i)), levels));
       r.min[i] = std::max(min_[i], -t);
       r.max[i] = std::max(r.min[i], std::min(max_[i], t));
     }

@@ -1,11 +1,10 @@
 // histogram.hpp: bounded histograms that grow by exact bin merging, and the observer base on them.
 #pragma once
 
-#include <lowbit/calib/observer.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <lowbit/calib/observer.hpp>
 #include <vector>
 
 namespace lowbit::calib {
@@ -110,8 +109,8 @@ class HistogramObserver : public Observer {
  protected:
   HistogramObserver(const Scheme& scheme, Axis axis, int bins, bool magnitude)
       : Observer(scheme, axis), bins_(bins), magnitude_(magnitude) {
-    lowbit::detail::require(bins >= 16 && bins <= (1 << 20),
-                            "bins: expected 16..1048576, got {}", bins);
+    lowbit::detail::require(bins >= 16 && bins <= (1 << 20), "bins: expected 16..1048576, got {}",
+                            bins);
   }
 
   void accumulate(const Eigen::Ref<const MatrixXfR>& x, const std::vector<float>& mins,
@@ -126,17 +125,15 @@ class HistogramObserver : public Observer {
       else
         hists_[i].cover(a, b);
     }
-    lowbit::detail::for_each_block(
-        scheme(), x.rows(), x.cols(), [&](Index p, Index r, Index c0, Index c1) {
-          Histogram& h = hists_[static_cast<size_t>(p)];
-          for (Index c = c0; c < c1; ++c) h.add(magnitude_ ? std::abs(x(r, c)) : x(r, c));
-        });
+    lowbit::detail::for_each_block(scheme(), x.rows(), x.cols(),
+                                   [&](Index p, Index r, Index c0, Index c1) {
+                                     Histogram& h = hists_[static_cast<size_t>(p)];
+                                     for (Index c = c0; c < c1; ++c)
+                                       h.add(magnitude_ ? std::abs(x(r, c)) : x(r, c));
+                                   });
   }
 
   void clear() override { hists_.clear(); }
-
-  /// Block i's observed magnitude max(|min|, |max|).
-  double amax(size_t i) const { return std::max(std::abs(min_[i]), std::abs(max_[i])); }
 
  private:
   int bins_;

@@ -1,9 +1,8 @@
 // minmax_observer.hpp: running min/max observer (torch.ao.quantization.MinMaxObserver semantics).
 #pragma once
 
-#include <lowbit/calib/observer.hpp>
-
 #include <algorithm>
+#include <lowbit/calib/observer.hpp>
 
 namespace lowbit::calib {
 

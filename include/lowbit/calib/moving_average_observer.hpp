@@ -1,9 +1,8 @@
 // moving_average_observer.hpp: exponential moving average of batch min/max (PyTorch's rule).
 #pragma once
 
-#include <lowbit/calib/observer.hpp>
-
 #include <cmath>
+#include <lowbit/calib/observer.hpp>
 
 namespace lowbit::calib {
 
@@ -17,8 +16,9 @@ class MovingAverageMinMaxObserver : public Observer {
                                        Axis axis = Axis::rows)
       : Observer(scheme, axis), c_(averaging_constant) {
     lowbit::detail::require(std::isfinite(averaging_constant) && averaging_constant > 0.0f &&
-                        averaging_constant <= 1.0f,
-                    "averaging_constant: expected a value in (0, 1], got {}", averaging_constant);
+                                averaging_constant <= 1.0f,
+                            "averaging_constant: expected a value in (0, 1], got {}",
+                            averaging_constant);
   }
 
   float averaging_constant() const { return c_; }

@@ -1,10 +1,9 @@
 // mse_observer.hpp: clipping ranges minimising the expected quantization MSE (histogram search).
 #pragma once
 
-#include <lowbit/calib/histogram.hpp>
-
 #include <algorithm>
 #include <cmath>
+#include <lowbit/calib/histogram.hpp>
 #include <utility>
 
 namespace lowbit::calib {
@@ -84,7 +83,8 @@ class MseObserver : public detail::HistogramObserver {
 
   /// Expected MSE of block i's histogram when quantized over [lo, hi] (after observing).
   double expected_error(Index block, float lo, float hi) const {
-    lowbit::detail::require(has_observations(), "observer: expected_error before any observe(batch)");
+    lowbit::detail::require(has_observations(),
+                            "observer: expected_error before any observe(batch)");
     lowbit::detail::require(block >= 0 && block < blocks(), "block: expected 0..{}, got {}",
                             blocks() - 1, block);
     lowbit::detail::require(std::isfinite(lo) && std::isfinite(hi) && lo <= hi,
@@ -101,9 +101,8 @@ class MseObserver : public detail::HistogramObserver {
       const auto err = [&](float lo, float hi) {
         return detail::expected_quant_error(h, lo, hi, scheme());
       };
-      const auto [g, g_err] = detail::best_factor([&](double u) {
-        return err(static_cast<float>(u * mn), static_cast<float>(u * mx));
-      });
+      const auto [g, g_err] = detail::best_factor(
+          [&](double u) { return err(static_cast<float>(u * mn), static_cast<float>(u * mx)); });
       float lo = static_cast<float>(g * mn), hi = static_cast<float>(g * mx);
       double best = g_err;
       // Each end alone; a move is kept only when it lowers the error.

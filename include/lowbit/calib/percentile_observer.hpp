@@ -1,10 +1,9 @@
 // percentile_observer.hpp: clipping ranges at a percentile of the observed values (histogram).
 #pragma once
 
-#include <lowbit/calib/histogram.hpp>
-
 #include <algorithm>
 #include <cmath>
+#include <lowbit/calib/histogram.hpp>
 
 namespace lowbit::calib {
 

@@ -5,6 +5,7 @@
 #include <limits>
 #include <lowbit/calib/entropy_observer.hpp>
 #include <random>
+#include <vector>
 
 using lowbit::Error;
 using lowbit::MatrixXfR;
@@ -28,7 +29,55 @@ float observe_gaussian(EntropyObserver& o, int outliers, std::mt19937& rng) {
   return std::max(-r.min[0], r.max[0]);
 }
 
+// TensorRT's procedure written out bin by bin: build P and Q as vectors, normalise, smooth
+// (zeros -> eps, renormalise), sum P log(P / Q). The reference for the closed form.
+double direct_kl(const std::vector<double>& counts, int i, int levels, double eps = 1e-4) {
+  const auto n = static_cast<size_t>(i);
+  std::vector<double> p(counts.begin(), counts.begin() + i), q(n, 0.0);
+  for (size_t j = n; j < counts.size(); ++j) p[n - 1] += counts[j];
+  for (int g = 0; g < levels; ++g) {
+    const auto b0 = static_cast<size_t>(g * i / levels), b1 = static_cast<size_t>((g + 1) * i / levels);
+    double mass = 0.0, nonzero = 0.0;
+    for (size_t j = b0; j < b1; ++j)
+      if (counts[j] > 0.0) mass += counts[j], nonzero += 1.0;
+    for (size_t j = b0; j < b1; ++j)
+      if (counts[j] > 0.0) q[j] = mass / nonzero;
+  }
+  for (auto* d : {&p, &q}) {
+    double sum = 0.0, smoothed = 0.0;
+    for (double v : *d) sum += v;
+    if (sum == 0.0) return std::numeric_limits<double>::infinity();
+    for (double& v : *d) smoothed += (v = v == 0.0 ? eps : v / sum);
+    for (double& v : *d) v /= smoothed;
+  }
+  double kl = 0.0;
+  for (size_t j = 0; j < n; ++j) kl += p[j] * std::log(p[j] / q[j]);
+  return kl;
+}
+
 }  // namespace
+
+TEST_CASE("kl_divergences agrees with TensorRT's procedure computed bin by bin") {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int trial = 0; trial < 6; ++trial) {
+    const int bins = 40 + 37 * trial, levels = 8 + 2 * trial;
+    std::vector<double> counts(static_cast<size_t>(bins));
+    for (auto& c : counts)  // sparse, skewed counts with many empty bins
+      c = u(rng) < 0.3 ? 0.0 : std::floor(1000.0 * std::exp(-5.0 * u(rng)));
+    counts.back() = 3.0;
+    const auto kl = lowbit::calib::detail::kl_divergences(counts, bins, levels);
+    REQUIRE(kl.size() == static_cast<size_t>(bins - levels + 1));
+    for (int i = levels; i <= bins; ++i) {
+      const double ref = direct_kl(counts, i, levels);
+      INFO("bins " << bins << " levels " << levels << " i " << i);
+      if (std::isinf(ref))
+        REQUIRE(std::isinf(kl[static_cast<size_t>(i - levels)]));
+      else
+        REQUIRE(kl[static_cast<size_t>(i - levels)] == Approx(ref).epsilon(1e-9).margin(1e-12));
+    }
+  }
+}
 
 TEST_CASE("EntropyObserver: Gaussian plus outliers gets a threshold inside the bracket") {
   std::mt19937 rng(1);

@@ -13,7 +13,7 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <typeinfo>
+#include <utility>
 #include <vector>
 
 using lowbit::Error;
@@ -34,6 +34,10 @@ std::vector<std::unique_ptr<Observer>> every_observer(const Scheme& s, Axis axis
   v.push_back(std::make_unique<EntropyObserver>(s, axis, 256));
   return v;
 }
+
+// The names of every_observer()'s entries, in order.
+const char* const observer_names[] = {"minmax", "moving_average", "percentile_99.9", "mse",
+                                      "entropy"};
 
 const Scheme schemes[] = {Scheme::per_tensor(8, true), Scheme::per_tensor(4, false),
                           Scheme::per_channel(8, false), Scheme::per_group(4, 3, true)};
@@ -118,7 +122,6 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
     x(b, 3 * b) = 40.0f;  // one outlier per batch
     batches.push_back(x);
   }
-  const char* names[] = {"minmax", "moving_average", "percentile_99.9", "mse", "entropy"};
   for (const Scheme& s : {Scheme::per_tensor(8, true), Scheme::per_tensor(8, false),
                           Scheme::per_tensor(4, true), Scheme::per_tensor(4, false)}) {
     auto observers = every_observer(s, Axis::rows);
@@ -133,7 +136,7 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
     }
     std::string row = "bits " + std::to_string(s.bits) + (s.symmetric ? " sym" : " asym") + ":";
     for (size_t i = 0; i < err.size(); ++i)
-      row += std::string(" ") + names[i] + " " + std::to_string(err[i] / err[0]);
+      row += std::string(" ") + observer_names[i] + " " + std::to_string(err[i] / err[0]);
     WARN("actual MSE relative to MinMax, " << row);
     for (size_t i = 0; i < err.size(); ++i) REQUIRE(err[3] <= err[i] * 1.001);
   }
@@ -142,7 +145,9 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
 TEST_CASE("constant and all-zero batches give valid parameters from every observer") {
   for (const Scheme& s : schemes)
     for (float value : {0.0f, 1.5f, -3.0f})
-      for (auto& o : every_observer(s, Axis::rows)) {
+      for (auto [k, observers] = std::pair{size_t{0}, every_observer(s, Axis::rows)};
+           k < observers.size(); ++k) {
+        auto& o = observers[k];
         const MatrixXfR x = MatrixXfR::Constant(6, 9, value);
         o->observe(x);
         o->observe(x);
@@ -158,9 +163,31 @@ TEST_CASE("constant and all-zero batches give valid parameters from every observ
         REQUIRE_NOTHROW(lowbit::validate(p, x.rows(), x.cols()));
         const MatrixXfR back = lowbit::dequantize(lowbit::quantize(x, p), p);
         INFO("bits " << s.bits << " sym " << s.symmetric << " value " << value << " observer "
-                     << typeid(*o).name() << " range " << r.min[0] << " " << r.max[0]);
+                     << observer_names[k] << " range " << r.min[0] << " " << r.max[0]);
         // At most MinMax's error: half a step of |value| / ((qmax - qmin) / 2).
         const double half_step = std::abs(value) / (s.qmax() - s.qmin());
         REQUIRE(lowbit::max_abs_error(x, back) <= half_step * 1.001 + 1e-6);
       }
+}
+
+TEST_CASE("extreme magnitudes give valid parameters from every observer") {
+  for (const Scheme& s : schemes)
+    for (float scale : {1e37f, 1e-38f, 1e-42f}) {  // huge, tiny, subnormal
+      MatrixXfR x = MatrixXfR::Random(6, 9) * scale;
+      x(0, 0) = scale;
+      for (auto [k, observers] = std::pair{size_t{0}, every_observer(s, Axis::rows)};
+           k < observers.size(); ++k) {
+        auto& o = observers[k];
+        o->observe(x);
+        o->observe(x * 0.5f);
+        const auto r = o->ranges();
+        for (size_t i = 0; i < r.min.size(); ++i) {
+          REQUIRE(std::isfinite(r.min[i]));
+          REQUIRE(std::isfinite(r.max[i]));
+          REQUIRE(r.min[i] <= r.max[i]);
+        }
+        INFO("scale " << scale << " observer " << observer_names[k]);
+        REQUIRE_NOTHROW(lowbit::validate(o->params(), x.rows(), x.cols()));
+      }
+    }
 }

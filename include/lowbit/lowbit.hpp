@@ -16,3 +16,4 @@
 #include <lowbit/calib/percentile_observer.hpp>
 #include <lowbit/calib/mse_observer.hpp>
 #include <lowbit/calib/entropy_observer.hpp>
+#include <lowbit/calib/make_observer.hpp>

@@ -36,7 +36,8 @@ double direct_kl(const std::vector<double>& counts, int i, int levels, double ep
   std::vector<double> p(counts.begin(), counts.begin() + i), q(n, 0.0);
   for (size_t j = n; j < counts.size(); ++j) p[n - 1] += counts[j];
   for (int g = 0; g < levels; ++g) {
-    const auto b0 = static_cast<size_t>(g * i / levels), b1 = static_cast<size_t>((g + 1) * i / levels);
+    const auto b0 = static_cast<size_t>(g * i / levels),
+               b1 = static_cast<size_t>((g + 1) * i / levels);
     double mass = 0.0, nonzero = 0.0;
     for (size_t j = b0; j < b1; ++j)
       if (counts[j] > 0.0) mass += counts[j], nonzero += 1.0;

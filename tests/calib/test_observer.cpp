@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <lowbit/calib/entropy_observer.hpp>
+#include <lowbit/calib/make_observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
 #include <lowbit/calib/mse_observer.hpp>
@@ -35,9 +36,8 @@ std::vector<std::unique_ptr<Observer>> every_observer(const Scheme& s, Axis axis
   return v;
 }
 
-// The names of every_observer()'s entries, in order.
-const char* const observer_names[] = {"minmax", "moving_average", "percentile_99.9", "mse",
-                                      "entropy"};
+// The labels of every_observer()'s entries, in order.
+const char* const labels[] = {"minmax", "moving_average", "percentile_99.9", "mse", "entropy"};
 
 const Scheme schemes[] = {Scheme::per_tensor(8, true), Scheme::per_tensor(4, false),
                           Scheme::per_channel(8, false), Scheme::per_group(4, 3, true)};
@@ -136,7 +136,7 @@ TEST_CASE("MseObserver has the lowest actual error of all observers on heavy-tai
     }
     std::string row = "bits " + std::to_string(s.bits) + (s.symmetric ? " sym" : " asym") + ":";
     for (size_t i = 0; i < err.size(); ++i)
-      row += std::string(" ") + observer_names[i] + " " + std::to_string(err[i] / err[0]);
+      row += std::string(" ") + labels[i] + " " + std::to_string(err[i] / err[0]);
     WARN("actual MSE relative to MinMax, " << row);
     for (size_t i = 0; i < err.size(); ++i) REQUIRE(err[3] <= err[i] * 1.001);
   }
@@ -163,7 +163,7 @@ TEST_CASE("constant and all-zero batches give valid parameters from every observ
         REQUIRE_NOTHROW(lowbit::validate(p, x.rows(), x.cols()));
         const MatrixXfR back = lowbit::dequantize(lowbit::quantize(x, p), p);
         INFO("bits " << s.bits << " sym " << s.symmetric << " value " << value << " observer "
-                     << observer_names[k] << " range " << r.min[0] << " " << r.max[0]);
+                     << labels[k] << " range " << r.min[0] << " " << r.max[0]);
         // At most MinMax's error: half a step of |value| / ((qmax - qmin) / 2).
         const double half_step = std::abs(value) / (s.qmax() - s.qmin());
         REQUIRE(lowbit::max_abs_error(x, back) <= half_step * 1.001 + 1e-6);
@@ -186,8 +186,27 @@ TEST_CASE("extreme magnitudes give valid parameters from every observer") {
           REQUIRE(std::isfinite(r.max[i]));
           REQUIRE(r.min[i] <= r.max[i]);
         }
-        INFO("scale " << scale << " observer " << observer_names[k]);
+        INFO("scale " << scale << " observer " << labels[k]);
         REQUIRE_NOTHROW(lowbit::validate(o->params(), x.rows(), x.cols()));
       }
     }
+}
+
+TEST_CASE("make_observer builds each kind by name and rejects unknown names") {
+  const MatrixXfR x = MatrixXfR::Random(8, 5);
+  for (const auto name : lowbit::calib::observer_names) {
+    auto o = lowbit::calib::make_observer(name, Scheme::per_channel(8, false), Axis::columns);
+    o->observe(x);
+    REQUIRE(o->blocks() == 5);
+    REQUIRE(o->scheme() == Scheme::per_channel(8, false));
+    REQUIRE(o->axis() == Axis::columns);
+  }
+  REQUIRE(dynamic_cast<lowbit::calib::EntropyObserver*>(
+              lowbit::calib::make_observer("entropy", Scheme::per_tensor(8)).get()) != nullptr);
+  REQUIRE(dynamic_cast<lowbit::calib::MovingAverageMinMaxObserver*>(
+              lowbit::calib::make_observer("moving_average", Scheme::per_tensor(8)).get()) !=
+          nullptr);
+  REQUIRE_THROWS_AS(lowbit::calib::make_observer("kl", Scheme::per_tensor(8)), Error);
+  REQUIRE_THROWS_AS(lowbit::calib::make_observer("", Scheme::per_tensor(8)), Error);
+  REQUIRE_THROWS_AS(lowbit::calib::make_observer("mse", Scheme::per_tensor(12)), Error);
 }

@@ -242,3 +242,32 @@ TEST_CASE("MinMax observers reject bad input and leave their state untouched") {
   REQUIRE_THROWS_AS(o.params(std::vector<float>{1.0f, 1.0f, 1.0f}), Error);
   REQUIRE_THROWS_AS(o.params(std::vector<float>{}), Error);
 }
+
+TEST_CASE("MovingAverageMinMaxObserver converges geometrically (closed form)") {
+  // After the first batch [a0, b0] and N batches [a, b]: min = a + (a0 - a) (1 - c)^N.
+  const float c = 0.05f;
+  MovingAverageMinMaxObserver o(Scheme::per_tensor(8, false), c);
+  o.observe(mat(1, 2, {-10.0f, 20.0f}));
+  const MatrixXfR later = mat(1, 2, {-2.0f, 4.0f});
+  for (int n = 1; n <= 100; ++n) {
+    o.observe(later);
+    const double decay = std::pow(1.0 - c, n);
+    REQUIRE(o.min_vals()[0] == Approx(-2.0 + (-10.0 + 2.0) * decay).epsilon(1e-5));
+    REQUIRE(o.max_vals()[0] == Approx(4.0 + (20.0 - 4.0) * decay).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("observers pass narrow_range and other bit widths through to core's rule") {
+  Scheme narrow = Scheme::per_tensor(8, true);
+  narrow.narrow_range = true;  // codes [-127, 127]: scale = amax / 127
+  MinMaxObserver o(narrow);
+  o.observe(b1);
+  o.observe(b2);
+  REQUIRE(o.params().scale[0] == Approx(4.0 / 127.0).epsilon(1e-6));
+  REQUIRE(o.params().scheme == narrow);
+  MinMaxObserver two(Scheme::per_tensor(2, false));  // codes 0..3
+  two.observe(b1);
+  // [-1, 3]: scale 4 / 3, zp = round(1 / (4/3)) = round(0.75) = 1.
+  REQUIRE(two.params().scale[0] == Approx(4.0 / 3.0).epsilon(1e-6));
+  REQUIRE(two.params().zero_point[0] == 1);
+}

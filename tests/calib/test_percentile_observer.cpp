@@ -67,6 +67,23 @@ TEST_CASE("PercentileObserver on U(-1, 3) matches the closed-form percentiles") 
   REQUIRE(p.zero_point[0] == static_cast<int>(std::nearbyint(-r2.min[0] / p.scale[0])));
 }
 
+TEST_CASE("PercentileObserver two-sided on Exp(1): quantiles -ln(1 - q)") {
+  std::mt19937 rng(4);
+  std::exponential_distribution<float> e(1.0f);
+  PercentileObserver o(Scheme::per_tensor(8, false), 99.0);
+  for (int b = 0; b < 5; ++b) {
+    MatrixXfR x(200, 200);
+    for (int i = 0; i < x.size(); ++i) x.data()[i] = e(rng);
+    o.observe(x);
+  }
+  // 0.5% cut from each tail: -ln(0.995) = 0.00501 and -ln(0.005) = 5.298.
+  const auto r = o.ranges();
+  const double w = o.histogram(0).width();
+  REQUIRE(r.min[0] == Approx(-std::log(0.995)).margin(w + 0.001));
+  REQUIRE(r.max[0] == Approx(-std::log(0.005)).margin(w + 0.1));  // sparse tail: sampling error
+  REQUIRE(r.max[0] < o.max_vals()[0]);
+}
+
 TEST_CASE("PercentileObserver per channel: each row gets its own percentile") {
   std::mt19937 rng(2);
   PercentileObserver rows(Scheme::per_channel(4, true), 90.0);

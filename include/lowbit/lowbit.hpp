@@ -24,3 +24,11 @@
 #include <lowbit/mixed/measured.hpp>
 #include <lowbit/mixed/sensitivity.hpp>
 #include <lowbit/mixed/synthetic.hpp>
+#include <lowbit/calib/observer.hpp>
+#include <lowbit/calib/minmax_observer.hpp>
+#include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/calib/histogram.hpp>
+#include <lowbit/calib/percentile_observer.hpp>
+#include <lowbit/calib/mse_observer.hpp>
+#include <lowbit/calib/entropy_observer.hpp>
+#include <lowbit/calib/make_observer.hpp>

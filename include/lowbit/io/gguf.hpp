@@ -485,9 +485,9 @@ class GgufFile {
       t.type = static_cast<TensorType>(type);
       require(t.ne[0] % block == 0, "gguf: tensor '{}': ne0 = {} is not a multiple of the type's "
               "block size {}", t.name, t.ne[0], block);
-      t.n_bytes = t.n_elements / block * block_bytes;  // < 2^63 / 32 * 292: no overflow
       require(t.n_elements / block <= uint64_t(std::numeric_limits<int64_t>::max()) / block_bytes,
               "gguf: tensor '{}': byte size overflows", t.name);
+      t.n_bytes = t.n_elements / block * block_bytes;
       t.offset = c.read<uint64_t>("tensor offset");
       require(t.offset % alignment_ == 0, "gguf: tensor '{}': offset {} is not a multiple of the "
               "alignment {}", t.name, t.offset, alignment_);

@@ -9,3 +9,4 @@
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/io/gguf.hpp>

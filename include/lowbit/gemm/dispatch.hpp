@@ -4,6 +4,10 @@
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
+#include <lowbit/gemm/kernels_avx2.hpp>
+#include <lowbit/gemm/kernels_avx512.hpp>
+#include <lowbit/gemm/kernels_neon.hpp>
+#include <lowbit/gemm/kernels_scalar.hpp>
 #include <lowbit/gemm/reference.hpp>
 
 namespace lowbit::detail {
@@ -20,8 +24,19 @@ struct KernelSet {
 
 inline KernelSet kernel_set(cpu::Isa isa) {
   switch (isa) {
+#if defined(LOWBIT_X86)
+    case cpu::Isa::avx512_vnni:
+      return {quantize_activations, kernels::avx512_vnni::linear_int, kernels::avx512_vnni::linear_f32};
+    case cpu::Isa::avx2:
+      return {quantize_activations, kernels::avx2::linear_int, kernels::avx2::linear_f32};
+#elif defined(LOWBIT_AARCH64)
+    case cpu::Isa::neon_dotprod:
+      return {quantize_activations, kernels::neon_dotprod::linear_int, kernels::neon_dotprod::linear_f32};
+    case cpu::Isa::neon:
+      return {quantize_activations, kernels::neon::linear_int, kernels::neon::linear_f32};
+#endif
     default:
-      return {quantize_activations, kernels::reference::linear_int, kernels::reference::linear_f32};
+      return {quantize_activations, kernels::scalar::linear_int, kernels::scalar::linear_f32};
   }
 }
 

@@ -9,4 +9,9 @@
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/linear.hpp>
+#include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/io/gguf.hpp>

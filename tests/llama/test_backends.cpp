@@ -112,7 +112,8 @@ TEST_CASE("backends: stories260K on every backend stays close to fp32") {
     const double nll = ppl(m);
     CHECK(nll - base < c.nll);
     CHECK(nll > base - 0.002);
-    if (c.name[1] != '8') CHECK(nll > last);  // fewer bits, worse: w4 > w8, w3 > w4
+    const std::string name = c.name;
+    if (name == "w4_g32" || name == "w3_g32") CHECK(nll > last);  // fewer bits, worse
     last = nll;
     m.reset();
     CHECK(rel_err(m.forward(prompt), ref) < c.logits);

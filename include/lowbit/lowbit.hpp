@@ -15,3 +15,9 @@
 #include <lowbit/gemm/linear.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/io/gguf.hpp>
+#include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/gptq.hpp>
+#include <lowbit/ptq/layer_error.hpp>
+#include <lowbit/ptq/result.hpp>
+#include <lowbit/ptq/rtn.hpp>

@@ -15,3 +15,5 @@
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
 #include <lowbit/ptq/gptq.hpp>
+#include <lowbit/ptq/awq.hpp>
+#include <lowbit/ptq/smoothquant.hpp>

@@ -21,3 +21,6 @@
 #include <lowbit/ptq/layer_error.hpp>
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/awq.hpp>
+#include <lowbit/ptq/gptq.hpp>
+#include <lowbit/ptq/smoothquant.hpp>

@@ -5,9 +5,11 @@
 #include "llama/engine.hpp"
 #include "llama/perplexity.hpp"
 
+#include <lowbit/ptq/awq.hpp>
 #include <lowbit/ptq/gamma_search.hpp>
 #include <lowbit/ptq/gptq.hpp>
 #include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/smoothquant.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -21,9 +23,10 @@
 namespace {
 
 const std::vector<std::string> kDefaultMethods = {
-    "fp32",         "w8a8",         "w4_g32_rtn",    "w4_g32_gamma",  "w4_g32_gptq",
-    "w4a8_g32_rtn", "w4a8_g32_gptq", "w3_g32_rtn",   "w3_g32_gamma",  "w3_g32_gptq"};
-const std::vector<std::string> kAlgorithms = {"rtn", "gamma", "gptq"};
+    "fp32",          "w8a8",         "w8a8_smoothquant", "w4_g32_rtn",    "w4_g32_gamma",
+    "w4_g32_gptq",   "w4_g32_awq",   "w4a8_g32_rtn",     "w4a8_g32_gamma", "w4a8_g32_gptq",
+    "w4a8_g32_awq",  "w3_g32_rtn",   "w3_g32_gamma",     "w3_g32_gptq",    "w3_g32_awq"};
+const std::vector<std::string> kAlgorithms = {"rtn", "gamma", "gptq", "awq", "smoothquant"};
 
 /// A study row's recipe: a backend (bits, groups, activations) and a weight algorithm.
 struct Method {
@@ -55,18 +58,39 @@ void progress(const std::string& what, long done, long total) {
   if (done >= total) fmt::print(stderr, "\r{:<60}\r", "");
 }
 
-lowbit::ptq::Result quantize_weight(const lowbit::MatrixXfR& W, const Method& m,
-                                    const lowbit::ptq::Calibration& calib) {
+/// Codes and parameters of one quantized weight, and the activation divisor s of AWQ and
+/// SmoothQuant (the kernels then see x / s and weights quantized from W·diag(s)).
+struct QuantizedWeight {
+  lowbit::MatrixXiR codes;
+  lowbit::QuantParams params;
+  Eigen::VectorXf divisor;
+};
+
+QuantizedWeight quantize_weight(const lowbit::MatrixXfR& W, const Method& m,
+                                const lowbit::ptq::Calibration* calib) {
   const lowbit::Scheme scheme = m.spec.scheme();
-  if (m.algorithm == "gamma") return lowbit::ptq::search_gamma(W, scheme, calib);
-  if (m.algorithm == "gptq") return lowbit::ptq::gptq(W, scheme, calib);
-  return lowbit::ptq::rtn(W, scheme);
+  if (calib == nullptr || m.algorithm == "rtn") {
+    auto r = lowbit::ptq::rtn(W, scheme);
+    return {std::move(r.codes), std::move(r.params), {}};
+  }
+  if (m.algorithm == "smoothquant") {
+    const auto sm = lowbit::ptq::smoothquant(W, *calib);
+    auto r = lowbit::ptq::rtn(sm.weight, scheme);
+    return {std::move(r.codes), std::move(r.params), sm.act_divisor};
+  }
+  if (m.algorithm == "awq") {
+    auto a = lowbit::ptq::awq(W, scheme, *calib);
+    return {std::move(a.quant.codes), std::move(a.quant.params), a.act_divisor};
+  }
+  auto r = m.algorithm == "gamma" ? lowbit::ptq::search_gamma(W, scheme, *calib)
+                                  : lowbit::ptq::gptq(W, scheme, *calib);
+  return {std::move(r.codes), std::move(r.params), {}};
 }
 
 struct Row {
   std::string method, algorithm, activations;
   int weight_bits = 32, group_size = 0;
-  double bits_per_weight = 32, size_reduction = 1;
+  double bits_per_weight = 32, linear_bits_per_weight = 32, size_reduction = 1;
   size_t bytes = 0;
   llama::PerplexityResult ppl;
   double delta_ppl_pct = 0;
@@ -87,8 +111,8 @@ int main(int argc, char** argv) {
   app.add_option("--text", text_path, "text: blank-line chunks; first half calibrates, second half evaluates")
       ->required()->check(CLI::ExistingFile);
   app.add_option("--methods", methods,
-                 "methods: fp32 or <backend>[_<rtn|gamma|gptq>], backend w<2..8>[a8][_g<G>] "
-                 "(e.g. w8a8, w4_g32_gptq, w4a8_g32_rtn, w3_g32_gamma)")->delimiter(',');
+                 "methods: fp32 or <backend>[_<rtn|gamma|gptq|awq|smoothquant>], backend "
+                 "w<2..8>[a8][_g<G>] (e.g. w8a8, w8a8_smoothquant, w4_g32_gptq, w4a8_g32_awq, w3_g32_gamma)")->delimiter(',');
   app.add_option("--ctx", context, "training context: positions scored per chunk")->check(CLI::Range(2, 1 << 20));
   app.add_option("--min-predictions", min_predictions, "score evaluation chunks until this many predictions")
       ->check(CLI::PositiveNumber);
@@ -121,6 +145,9 @@ int main(int argc, char** argv) {
       n_weights += size_t(L.attn_norm.size() + L.ffn_norm.size());
       for (int k = 0; k < 7; ++k) n_weights += size_t(llama::linear_weight(L, k).size());
     }
+    size_t n_linear = 0;
+    for (const auto& L : w.layers)
+      for (int k = 0; k < 7; ++k) n_linear += size_t(llama::linear_weight(L, k).size());
     size_t other_bytes = 4 * size_t(w.token_embd.size() + w.output_norm.size());
     for (const auto& L : w.layers) other_bytes += 4 * size_t(L.attn_norm.size() + L.ffn_norm.size());
     const double fp32_bytes = 4.0 * double(n_weights);
@@ -139,8 +166,8 @@ int main(int argc, char** argv) {
     fmt::print("text {}: {} calibration chunks ({} tokens used), {} evaluation chunks\n\n", text_path,
                halves.calibration.size(), need_calib ? calib.begin()->second.tokens() : 0,
                halves.evaluation.size());
-    fmt::print("{:<18} {:>5} {:>8} {:>10} {:>7} {:>8} {:>9} {:>8} {:>9}\n", "method", "bits",
-               "bits/w", "bytes", "vs fp32", "preds", "PPL", "dPPL %", "tokens/s");
+    fmt::print("{:<18} {:>5} {:>8} {:>8} {:>10} {:>7} {:>8} {:>9} {:>8} {:>9}\n", "method", "bits",
+               "bits/w", "lin b/w", "bytes", "vs fp32", "preds", "PPL", "dPPL %", "tokens/s");
 
     std::vector<Row> rows;
     double base_ppl = 0;
@@ -160,23 +187,21 @@ int main(int argc, char** argv) {
           for (int k = 0; k < 7; ++k) {
             const auto& W = llama::linear_weight(w.layers[size_t(l)], k);
             const auto it = calib.find({l, llama::input_name(k)});
-            const auto res = m.algorithm == "rtn" || it == calib.end()
-                                 ? lowbit::ptq::rtn(W, m.spec.scheme())
-                                 : quantize_weight(W, m, it->second);
-            q.set_linear(l, k, llama::make_lowbit_linear(res.codes, res.params, m.spec.activations));
+            const auto qw = quantize_weight(W, m, it == calib.end() ? nullptr : &it->second);
+            q.set_linear(l, k, llama::make_lowbit_linear(qw.codes, qw.params, m.spec.activations, qw.divisor));
             progress(m.name + " quantizing", ++done, total);
           }
         if (quantize_head) {
           const auto it = calib.find({-1, "output"});
-          const auto res = m.algorithm == "rtn" || it == calib.end() ? lowbit::ptq::rtn(w.output, m.spec.scheme())
-                                                                    : quantize_weight(w.output, m, it->second);
-          q.set_output(llama::make_lowbit_linear(res.codes, res.params, m.spec.activations));
+          const auto qw = quantize_weight(w.output, m, it == calib.end() ? nullptr : &it->second);
+          q.set_output(llama::make_lowbit_linear(qw.codes, qw.params, m.spec.activations, qw.divisor));
           progress(m.name + " quantizing", ++done, total);
         }
       }
       r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.bytes = q.linear_bytes(quantize_head || !w.tied_output) + other_bytes;
       r.bits_per_weight = 8.0 * double(r.bytes) / double(n_weights);
+      r.linear_bits_per_weight = 8.0 * double(q.linear_bytes(false)) / double(n_linear);
       r.size_reduction = fp32_bytes / double(r.bytes);
       llama::PerplexityOptions opt;
       opt.context = context;
@@ -188,15 +213,16 @@ int main(int argc, char** argv) {
       }, opt, [&](long d, long t) { progress(m.name + " scoring", d, t); });
       if (rows.empty() || m.spec.is_fp32()) base_ppl = m.spec.is_fp32() ? r.ppl.ppl : base_ppl;
       r.delta_ppl_pct = base_ppl > 0 ? 100.0 * (r.ppl.ppl / base_ppl - 1.0) : 0.0;
-      fmt::print("{:<18} {:>5} {:>8.3f} {:>10} {:>6.2f}x {:>8} {:>9.4f} {:>+8.2f} {:>9.0f}\n", r.method,
-                 r.weight_bits, r.bits_per_weight, r.bytes, r.size_reduction, r.ppl.predictions,
+      fmt::print("{:<18} {:>5} {:>8.3f} {:>8.3f} {:>10} {:>6.2f}x {:>8} {:>9.4f} {:>+8.2f} {:>9.0f}\n",
+                 r.method, r.weight_bits, r.bits_per_weight, r.linear_bits_per_weight, r.bytes, r.size_reduction, r.ppl.predictions,
                  r.ppl.ppl, r.delta_ppl_pct, r.ppl.tokens_per_s);
       std::fflush(stdout);
       rows.push_back(r);
     }
     if (base_ppl == 0) fmt::print("(no fp32 row: dPPL % is not computed)\n");
     fmt::print("\nbits/w and bytes count every weight (embedding, norms{} in FP32) with codes, float32 "
-               "scales; PPL over {} evaluation predictions; isa {}\n",
+               "scales and AWQ/SmoothQuant divisors; lin b/w counts the block Linears only.\n"
+               "PPL over {} evaluation predictions; isa {}\n",
                quantize_head ? "" : ", head", rows.empty() ? 0 : rows[0].ppl.predictions,
                lowbit::cpu::to_string(lowbit::cpu::active_isa()));
 
@@ -206,6 +232,7 @@ int main(int argc, char** argv) {
         out.push_back({{"method", r.method}, {"algorithm", r.algorithm}, {"weight_bits", r.weight_bits},
                        {"group_size", r.group_size}, {"activations", r.activations},
                        {"bits_per_weight", r.bits_per_weight}, {"bytes", r.bytes},
+                       {"linear_bits_per_weight", r.linear_bits_per_weight},
                        {"size_reduction", r.size_reduction}, {"predictions", r.ppl.predictions},
                        {"mean_nll", r.ppl.mean_nll}, {"ppl", r.ppl.ppl},
                        {"delta_ppl_pct", base_ppl > 0 ? nlohmann::json(r.delta_ppl_pct) : nlohmann::json()},

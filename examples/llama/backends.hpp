@@ -11,7 +11,6 @@
 #include <lowbit/gemm/packed_weights.hpp>
 
 #include <memory>
-#include <regex>
 #include <string>
 
 namespace llama {
@@ -41,14 +40,24 @@ inline BackendSpec parse_backend(const std::string& name) {
   BackendSpec s;
   s.name = name;
   if (name == "fp32") return s;
-  static const std::regex re("w([2-8])(a8)?(?:_g([0-9]{1,5}))?");
-  std::smatch m;
-  lowbit::detail::require(std::regex_match(name, m, re),
-                          "backend: expected fp32, w<2..8>a8[_g<G>] or w<2..8>[_g<G>], got '{}'", name);
-  s.bits = std::stoi(m[1].str());
-  s.activations = m[2].matched ? lowbit::ActivationQuant::int8 : lowbit::ActivationQuant::float32;
-  s.group_size = m[3].matched ? std::stoi(m[3].str()) : 0;
-  lowbit::detail::require(!m[3].matched || s.group_size > 0, "backend '{}': group size must be > 0", name);
+  // w<bits>[a8][_g<digits>]: parsed by hand (std::regex trips GCC 12's -Wmaybe-uninitialized).
+  const auto bad = [&] {
+    lowbit::detail::fail("backend: expected fp32, w<2..8>a8[_g<G>] or w<2..8>[_g<G>], got '{}'", name);
+  };
+  if (name.size() < 2 || name[0] != 'w' || name[1] < '2' || name[1] > '8') bad();
+  s.bits = name[1] - '0';
+  size_t i = 2;
+  if (name.compare(i, 2, "a8") == 0) {
+    s.activations = lowbit::ActivationQuant::int8;
+    i += 2;
+  }
+  if (i < name.size()) {
+    if (name.compare(i, 2, "_g") != 0 || name.size() == i + 2 || name.size() > i + 7) bad();
+    for (size_t j = i + 2; j < name.size(); ++j)
+      if (name[j] < '0' || name[j] > '9') bad();
+    s.group_size = std::stoi(name.substr(i + 2));
+    lowbit::detail::require(s.group_size > 0, "backend '{}': group size must be > 0", name);
+  }
   return s;
 }
 

@@ -215,8 +215,8 @@ class Cursor {
   template <class T>
   T read(const char* what) { return load_le<T>(take(sizeof(T), what)); }
 
-  std::string read_string(const char* what, bool v1_lengths = false) {
-    const uint64_t n = v1_lengths ? read<uint32_t>(what) : read<uint64_t>(what);
+  std::string read_string(const char* what) {
+    const auto n = read<uint64_t>(what);
     require(n <= remaining(), "gguf: {}: string length {} exceeds the {} bytes left at offset {}",
             what, n, remaining(), pos_);
     const uint8_t* p = take(n, what);

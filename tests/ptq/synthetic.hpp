@@ -17,13 +17,13 @@ inline MatrixXfR heavy_tailed_weight(Index out, Index in, unsigned seed) {
   return w;
 }
 
-/// Activations as in LLMs: a shared low-rank component (rank `rank`) plus noise, channel scales
-/// spread log-normally, and `outliers` channels 20x larger. The same `seed` gives the same
+/// Activations as in LLMs: a shared low-rank component (rank `rank`, unit variance per channel)
+/// plus isotropic noise of standard deviation `noise`, channel scales spread log-normally, and `outliers` channels 20x larger. The same `seed` gives the same
 /// distribution; `sample` selects independent tokens from it (calibration vs held-out).
 struct ActivationModel {
   MatrixXfR mixing;            // rank x in
   Eigen::RowVectorXf channel;  // per-channel scale
-  float noise = 0.3f;
+  float noise = 0.5f;
 
   ActivationModel(Index in, Index rank, int outliers, unsigned seed) : mixing(rank, in), channel(in) {
     std::mt19937 rng(seed);

@@ -1,4 +1,5 @@
 // test_gptq.cpp: GPTQ against closed forms, a naive OBQ reference, and its failure modes.
+#include <lowbit/ptq/gamma_search.hpp>
 #include <lowbit/ptq/gptq.hpp>
 #include <lowbit/ptq/rtn.hpp>
 
@@ -57,9 +58,15 @@ TEST_CASE("GPTQ with one column is RTN") {
   const MatrixXfR W = test::heavy_tailed_weight(20, 1, 3);
   const MatrixXfR X = test::ActivationModel(1, 1, 0, 4).sample(50, 5);
   for (const Scheme& s : {Scheme::per_tensor(4), Scheme::per_channel(3, false), Scheme::per_group(4, 32)}) {
-    const auto g = ptq::gptq(W, s, X);
+    ptq::GptqOptions o;
+    o.clip_search = false;
+    const auto g = ptq::gptq(W, s, X, o);
     REQUIRE(g.codes == ptq::rtn(W, s).codes);
     REQUIRE(g.params.scale == ptq::rtn(W, s).params.scale);
+    // With the clip search it is the γ-search on the weights.
+    o.clip_search = true;
+    o.clip.metric = ptq::ErrorMetric::weight;
+    REQUIRE(ptq::gptq(W, s, X, o).codes == ptq::search_gamma(W, s, o.clip).codes);
   }
 }
 
@@ -74,11 +81,20 @@ TEST_CASE("GPTQ with a diagonal Hessian is RTN (no error feedback), with and wit
         ptq::GptqOptions o;
         o.act_order = act_order;
         o.block_size = 20;
-        const auto g = ptq::gptq(W, s, ptq::Calibration::from_gram(gram, 50), o);
+        o.clip_search = false;
+        const auto calib = ptq::Calibration::from_gram(gram, 50);
+        const auto g = ptq::gptq(W, s, calib, o);
         const auto r = ptq::rtn(W, s);
         REQUIRE(g.codes == r.codes);
         REQUIRE(g.params.scale == r.params.scale);
         REQUIRE(g.params.zero_point == r.params.zero_point);
+        // With the clip search: the γ-search weighted by diag(H) (importance), block by block.
+        o.clip_search = true;
+        o.clip.metric = ptq::ErrorMetric::importance;
+        const auto gc = ptq::gptq(W, s, calib, o);
+        const auto sc = ptq::search_gamma(W, s, calib, o.clip);
+        REQUIRE(gc.codes == sc.codes);
+        REQUIRE(gc.gammas == sc.gammas);
       }
 }
 
@@ -89,6 +105,7 @@ TEST_CASE("GPTQ on two columns moves the second by the closed-form OBS update") 
   ptq::GptqOptions o;
   o.damp = 0.0f;
   o.act_order = false;
+  o.clip_search = false;
   const Scheme s = Scheme::per_channel(3);
   const auto g = ptq::gptq(W, s, ptq::Calibration::from_gram(gram, 10), o);
   const QuantParams p = choose_params(W, s);
@@ -110,6 +127,7 @@ TEST_CASE("GPTQ matches a naive OBQ implementation; lazy blocks do not change th
   const Scheme s = Scheme::per_channel(4);
   ptq::GptqOptions o;
   o.act_order = false;
+  o.clip_search = false;
   const MatrixXiR ref = naive_obq(W, s, Hd);
   for (Index bs : {1, 7, 128}) {
     o.block_size = bs;
@@ -162,6 +180,9 @@ TEST_CASE("GPTQ rejects bad input and Hessians it cannot factorise") {
   REQUIRE_THROWS_AS(ptq::gptq(W, s, X, o), Error);
   o = {};
   o.damp_retries = -1;
+  REQUIRE_THROWS_AS(ptq::gptq(W, s, X, o), Error);
+  o = {};
+  o.clip.gamma_min = 0.0f;
   REQUIRE_THROWS_AS(ptq::gptq(W, s, X, o), Error);
   // An indefinite "Gram" matrix stays indefinite after dampening 0.01 -> 0.1 -> 1 x mean diag.
   Eigen::MatrixXd indefinite(2, 2);

@@ -10,6 +10,7 @@
 #include <lowbit/ptq/layer_error.hpp>
 #include <lowbit/ptq/result.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -160,10 +161,11 @@ inline std::vector<size_t> search_gamma_blocks(const Eigen::Ref<const MatrixXfR>
   return pick;
 }
 
-/// The search without validation: W finite, scheme valid, calib (may be null) matching W.
-inline Result search_gamma_unchecked(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
-                                     const Calibration* calib, const GammaSearchOptions& opts,
-                                     const char* method) {
+/// Parameters of the best grid γ per block, without validation: W finite, scheme valid, calib
+/// (may be null) matching W. `gammas` receives the chosen γ of every block.
+inline QuantParams search_gamma_params(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
+                                       const Calibration* calib, const GammaSearchOptions& opts,
+                                       std::vector<float>& gammas) {
   GammaCandidates cand;
   cand.scheme = scheme;
   cand.grid = gamma_grid(opts);
@@ -174,9 +176,49 @@ inline Result search_gamma_unchecked(const Eigen::Ref<const MatrixXfR>& W, const
   if (calib != nullptr && opts.metric == ErrorMetric::importance) col_weight = calib->importance();
   if (output) gram = calib->gram().cast<float>();
   const std::vector<size_t> pick = search_gamma_blocks(W, cand, col_weight, output ? &gram : nullptr);
-  std::vector<float> gammas(pick.size());
+  gammas.resize(pick.size());
   for (size_t b = 0; b < pick.size(); ++b) gammas[b] = cand.grid[pick[b]];
-  QuantParams params = params_from_ranges(cand.mins, cand.maxs, scheme, gammas);
+  return params_from_ranges(cand.mins, cand.maxs, scheme, gammas);
+}
+
+/// For every row of `vals` ([rows, m], one parameter block each): the grid γ whose min-max
+/// parameters minimise Σ_t weight_t·(v − v̂)² (weight empty: all ones). Writes params and γ.
+inline void search_gamma_rows(const Eigen::Ref<const MatrixXfR>& vals, const Eigen::VectorXd& weight,
+                              const Scheme& s, const std::vector<float>& grid,
+                              std::vector<AffineParams>& params, std::vector<float>& gammas) {
+  const Index m = vals.cols();
+  const int qmin = s.qmin(), qmax = s.qmax();
+  std::vector<float> buf(static_cast<size_t>(m));
+  params.resize(size_t(vals.rows()));
+  gammas.resize(size_t(vals.rows()));
+  for (Index r = 0; r < vals.rows(); ++r) {
+    const float lo = std::min(0.0f, vals.row(r).minCoeff()), hi = std::max(0.0f, vals.row(r).maxCoeff());
+    double best = std::numeric_limits<double>::infinity();
+    for (float gamma : grid) {
+      const AffineParams p = lowbit::detail::params_from_range_unchecked(lo, hi, s, gamma);
+      double e = 0.0;
+      if (grid.size() > 1) {
+        fake_quant(ptr(vals, r, 0), m, p, qmin, qmax, buf.data());
+        for (Index t = 0; t < m; ++t) {
+          const double d = double(vals(r, t)) - double(buf[size_t(t)]);
+          e += (weight.size() > 0 ? weight[t] : 1.0) * d * d;
+        }
+      }
+      if (e < best) {
+        best = e;
+        params[size_t(r)] = p;
+        gammas[size_t(r)] = gamma;
+      }
+    }
+  }
+}
+
+/// The search without validation, as a Result.
+inline Result search_gamma_unchecked(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
+                                     const Calibration* calib, const GammaSearchOptions& opts,
+                                     const char* method) {
+  std::vector<float> gammas;
+  QuantParams params = search_gamma_params(W, scheme, calib, opts, gammas);
   MatrixXiR codes = quantize(W, params);
   Result res = make_result(method, W, std::move(codes), std::move(params), calib);
   res.gammas = std::move(gammas);

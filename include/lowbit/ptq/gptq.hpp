@@ -8,6 +8,7 @@
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
 #include <lowbit/ptq/result.hpp>
 
 #include <Eigen/Cholesky>
@@ -27,6 +28,13 @@ struct GptqOptions {
   bool act_order = true;   ///< quantize columns in decreasing order of diag(H)
   /// Extra attempts if H + damp·I cannot be factorised, each with 10x the dampening (>= 0).
   int damp_retries = 2;
+  /// Choose each parameter block's clipping factor γ by grid search (as the reference GPTQ's
+  /// "mse" quantizer option) instead of min-max; false gives the paper's plain GPTQ. Groups,
+  /// chosen when reached, minimise their current weights' error weighted by diag(H) (clip.metric
+  /// output or importance) or unweighted (weight); per-channel and per-tensor parameters come
+  /// from search_gamma on W with `clip`.
+  bool clip_search = true;
+  GammaSearchOptions clip;
 };
 
 namespace detail {
@@ -38,6 +46,7 @@ inline void validate(const GptqOptions& o) {
                           o.block_size);
   lowbit::detail::require(o.damp_retries >= 0, "options.damp_retries: expected >= 0, got {}",
                           o.damp_retries);
+  validate(o.clip);
 }
 
 /// Upper-triangular U with H⁻¹ = UᵀU (GPTQ's "Cholesky of the inverse Hessian"), computed from one
@@ -86,6 +95,7 @@ inline Result gptq(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
   // Work on Wᵀ so that a column of W is a contiguous row; `order[i]` is the i-th column handled.
   Eigen::MatrixXd H = 2.0 * calib.gram();
   MatrixXfR Wt = W.transpose();
+  const Eigen::VectorXd importance = H.diagonal();
   for (Index c = 0; c < cols; ++c)
     if (H(c, c) == 0.0) {
       H(c, c) = 1.0;
@@ -108,12 +118,18 @@ inline Result gptq(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
   Hp.resize(0, 0);
 
   const bool grouped = scheme.granularity == Granularity::per_group;
+  const std::vector<float> grid = detail::gamma_grid(opts.clip_search ? opts.clip : GammaSearchOptions{1.0f, 1});
+  const Eigen::VectorXd no_weight;
   QuantParams params;
+  std::vector<float> gammas;
   std::vector<Index> position(static_cast<size_t>(cols));  // position[c]: where column c is in `order`
   for (Index i = 0; i < cols; ++i) position[size_t(order[size_t(i)])] = i;
   if (grouped) {
     const auto n = size_t(param_count(scheme, rows, cols));
     params = QuantParams{scheme, std::vector<float>(n, 1.0f), std::vector<int32_t>(n, 0)};
+    gammas.assign(n, 1.0f);
+  } else if (opts.clip_search) {
+    params = detail::search_gamma_params(Wt.transpose(), scheme, &calib, opts.clip, gammas);
   } else {
     params = choose_params(Wt.transpose(), scheme);
   }
@@ -124,7 +140,9 @@ inline Result gptq(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
   MatrixXiR codes(rows, cols);
   MatrixXfR err(opts.block_size, rows);
   Eigen::RowVectorXf current(rows);
-  std::vector<float> gmin(static_cast<size_t>(rows)), gmax(static_cast<size_t>(rows));
+  MatrixXfR group_vals;
+  std::vector<AffineParams> group_params;
+  std::vector<float> group_gammas;
   for (Index i1 = 0; i1 < cols; i1 += opts.block_size) {
     const Index i2 = std::min(cols, i1 + opts.block_size);
     for (Index i = i1; i < i2; ++i) {
@@ -134,23 +152,22 @@ inline Result gptq(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
         // lazy update from the columns quantized so far.
         const Index g = c / scheme.group_size;
         const Index c0 = g * scheme.group_size, c1 = std::min(cols, c0 + scheme.group_size);
-        std::fill(gmin.begin(), gmin.end(), 0.0f);
-        std::fill(gmax.begin(), gmax.end(), 0.0f);
+        group_vals.resize(rows, c1 - c0);
         for (Index cc = c0; cc < c1; ++cc) {
           const Index j = position[size_t(cc)];
           current = Wp.row(j);
           if (j >= i2 && i > i1)
             current.noalias() -= U.block(i1, j, i - i1, 1).transpose() * err.topRows(i - i1);
-          for (Index r = 0; r < rows; ++r) {
-            gmin[size_t(r)] = std::min(gmin[size_t(r)], current[r]);
-            gmax[size_t(r)] = std::max(gmax[size_t(r)], current[r]);
-          }
+          group_vals.col(cc - c0) = current.transpose();
         }
+        const bool weighted = opts.clip.metric != ErrorMetric::weight;
+        detail::search_gamma_rows(group_vals, weighted ? Eigen::VectorXd(importance.segment(c0, c1 - c0)) : no_weight,
+                                  scheme, grid, group_params, group_gammas);
         for (Index r = 0; r < rows; ++r) {
-          const AffineParams p = lowbit::detail::params_from_range_unchecked(
-              gmin[size_t(r)], gmax[size_t(r)], scheme, 1.0f);
-          params.scale[size_t(r * per_row + g)] = p.scale;
-          params.zero_point[size_t(r * per_row + g)] = p.zero_point;
+          const auto b = size_t(r * per_row + g);
+          params.scale[b] = group_params[size_t(r)].scale;
+          params.zero_point[b] = group_params[size_t(r)].zero_point;
+          gammas[b] = group_gammas[size_t(r)];
         }
         group_ready[size_t(g)] = 1;
       }
@@ -168,7 +185,9 @@ inline Result gptq(const Eigen::Ref<const MatrixXfR>& W, const Scheme& scheme,
       Wp.bottomRows(cols - i2).noalias() -=
           U.block(i1, i2, i2 - i1, cols - i2).transpose() * err.topRows(i2 - i1);
   }
-  return detail::make_result("gptq", W, std::move(codes), std::move(params), &calib);
+  Result res = detail::make_result("gptq", W, std::move(codes), std::move(params), &calib);
+  if (opts.clip_search) res.gammas = std::move(gammas);
+  return res;
 }
 
 /// As above with calibration activations X ([tokens, in]).

@@ -44,14 +44,23 @@ MatrixXiR naive_obq(const MatrixXfR& W, const Scheme& s, const Eigen::MatrixXd& 
 }  // namespace
 
 TEST_CASE("the inverse-Hessian factor U satisfies UᵀU = (H + damp·I)⁻¹, U upper") {
-  const MatrixXfR X = test::ActivationModel(40, 5, 2, 1).sample(100, 2);
-  const Eigen::MatrixXd H = 2.0 * X.cast<double>().transpose() * X.cast<double>();
-  const double damp = 0.01 * H.diagonal().mean();
-  const Eigen::MatrixXd U = ptq::detail::inverse_hessian_factor(H, damp, 0).cast<double>();
-  const Eigen::MatrixXd Hd = H + damp * Eigen::MatrixXd::Identity(40, 40);
-  REQUIRE(U.triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero());
-  REQUIRE((U.transpose() * U * Hd).isApprox(Eigen::MatrixXd::Identity(40, 40), 1e-3));
-  REQUIRE(U.diagonal().minCoeff() > 0.0);
+  for (Index n : {1, 40, 203}) {  // 203: the blocked triangular inverse recurses
+    const MatrixXfR X = test::ActivationModel(n, 5, 2, 1).sample(300, 2);
+    const Eigen::MatrixXd H = 2.0 * X.cast<double>().transpose() * X.cast<double>();
+    const double damp = 0.01 * H.diagonal().mean();
+    const Eigen::MatrixXd U = ptq::detail::inverse_hessian_factor(H, damp, 0).cast<double>();
+    const Eigen::MatrixXd Hd = H + damp * Eigen::MatrixXd::Identity(n, n);
+    INFO(n << " features");
+    REQUIRE(U.triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero());
+    REQUIRE((U.transpose() * U * Hd).isApprox(Eigen::MatrixXd::Identity(n, n), 1e-3));
+    REQUIRE(U.diagonal().minCoeff() > 0.0);
+  }
+  Eigen::MatrixXd R = Eigen::MatrixXd::Random(150, 150).triangularView<Eigen::Upper>();
+  R.diagonal().array() += 4.0;
+  Eigen::MatrixXd inv = R;
+  ptq::detail::invert_upper(inv);
+  REQUIRE((inv * R).isApprox(Eigen::MatrixXd::Identity(150, 150), 1e-10));
+  REQUIRE(inv.triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero());
 }
 
 TEST_CASE("GPTQ with one column is RTN") {

@@ -142,3 +142,31 @@ TEST_CASE("SmoothQuant reduces W8A8 output error on activations with outlier cha
   const auto sq0 = ptq::smoothquant(l.W, l.X_cal, 0.0f);
   REQUIRE(sq0.weight.cwiseAbs().colwise().maxCoeff().isApprox(Eigen::RowVectorXf::Ones(kIn), 1e-6f));
 }
+
+TEST_CASE("every method on small Llama shapes, group 32 with a partial last group (K = 172)") {
+  const std::pair<Index, Index> shapes[] = {{64, 64}, {32, 64}, {172, 64}, {64, 172}};
+  for (const auto& [out, in] : shapes) {
+    const MatrixXfR W = test::heavy_tailed_weight(out, in, unsigned(out * 1000 + in));
+    const test::ActivationModel model(in, 8, 2, unsigned(in));
+    const ptq::Calibration c = ptq::detail::calibrate(model.sample(512, 7), in);
+    for (const Scheme& s : {Scheme::per_group(4, 32), Scheme::per_group(3, 32, false), Scheme::per_channel(8)}) {
+      INFO(out << "x" << in << " " << s.bits << "-bit " << to_string(s.granularity));
+      const auto rtn = ptq::rtn(W, s, c);
+      const auto gamma = ptq::search_gamma(W, s, c);
+      const auto gptq = ptq::gptq(W, s, c);
+      const auto awq = ptq::awq(W, s, c);
+      for (const ptq::Result* r : {&rtn, &gamma, &gptq, &awq.quant}) {
+        REQUIRE(r->codes.rows() == out);
+        REQUIRE(r->codes.cols() == in);
+        REQUIRE(r->params.scale.size() == size_t(param_count(s, out, in)));
+        validate_codes(r->codes, s);
+        REQUIRE(r->report.tokens == 512);
+      }
+      CHECK(gamma.report.output_mse <= rtn.report.output_mse * (1 + 1e-5));
+      CHECK(gptq.report.output_mse < rtn.report.output_mse);
+      CHECK(awq.quant.report.output_mse <= rtn.report.output_mse * (1 + 1e-5));
+      REQUIRE(awq.quant.report.output_mse ==
+              Approx(ptq::output_error(W, awq.effective_weight(), c)).epsilon(1e-6));
+    }
+  }
+}

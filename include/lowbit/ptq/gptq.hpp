@@ -49,6 +49,24 @@ inline void validate(const GptqOptions& o) {
   validate(o.clip);
 }
 
+/// Inverts the upper-triangular R in place (its strictly lower part must be zero), in K³/3 flops
+/// rather than a full solve's K³: [[A, B], [0, C]]⁻¹ = [[A⁻¹, −A⁻¹·B·C⁻¹], [0, C⁻¹]].
+inline void invert_upper(Eigen::Ref<Eigen::MatrixXd> R) {
+  const Index n = R.rows();
+  if (n <= 64) {
+    Eigen::MatrixXd inv = Eigen::MatrixXd::Identity(n, n);
+    R.triangularView<Eigen::Upper>().solveInPlace(inv);
+    R = inv;
+    return;
+  }
+  const Index h = n / 2;
+  invert_upper(R.topLeftCorner(h, h));
+  invert_upper(R.bottomRightCorner(n - h, n - h));
+  const Eigen::MatrixXd t = R.topLeftCorner(h, h).triangularView<Eigen::Upper>() * R.topRightCorner(h, n - h);
+  R.topRightCorner(h, n - h).noalias() =
+      -(t * R.bottomRightCorner(n - h, n - h).triangularView<Eigen::Upper>());
+}
+
 /// Upper-triangular U with H⁻¹ = UᵀU (GPTQ's "Cholesky of the inverse Hessian"), computed from one
 /// Cholesky of H: with J the reversal, J·H·J = L·Lᵀ gives H = R·Rᵀ for the upper R = J·L·J, so
 /// H⁻¹ = R⁻ᵀ·R⁻¹ and U = R⁻¹. Dampening `damp` (absolute) is added to the diagonal and grown
@@ -61,10 +79,11 @@ inline Eigen::MatrixXf inverse_hessian_factor(const Eigen::MatrixXd& H, double d
     a.diagonal().array() += damp;
     Eigen::LLT<Eigen::MatrixXd> llt(a);
     if (llt.info() == Eigen::Success) {
-      Eigen::MatrixXd r = Eigen::MatrixXd(llt.matrixL()).reverse();
-      Eigen::MatrixXd u = Eigen::MatrixXd::Identity(n, n);
-      r.triangularView<Eigen::Upper>().solveInPlace(u);
-      if (u.allFinite() && r.diagonal().minCoeff() > 0.0) return u.cast<float>();
+      Eigen::MatrixXd u = Eigen::MatrixXd(llt.matrixL()).reverse();
+      if (u.diagonal().minCoeff() > 0.0) {
+        invert_upper(u);
+        if (u.allFinite()) return u.cast<float>();
+      }
     }
     lowbit::detail::require(attempt < retries,
                             "calib: the Hessian 2·XᵀX ({}x{}) is not positive definite even with "

@@ -12,3 +12,6 @@
 #include <lowbit/calib/observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/qat/fake_quantize.hpp>
+#include <lowbit/qat/lsq.hpp>
+#include <lowbit/qat/fake_quant_module.hpp>

@@ -15,3 +15,9 @@
 #include <lowbit/qat/fake_quantize.hpp>
 #include <lowbit/qat/lsq.hpp>
 #include <lowbit/qat/fake_quant_module.hpp>
+#include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/layer_error.hpp>
+#include <lowbit/ptq/result.hpp>
+#include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/gptq.hpp>

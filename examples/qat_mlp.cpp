@@ -257,26 +257,6 @@ std::vector<MatrixXfR> layer_inputs(const Mlp& m, const MatrixXfR& x) {
   return in;
 }
 
-// γ per block from a grid, minimising the weight error (stand-in until ptq::search_gamma).
-QuantParams gamma_params(const MatrixXfR& W, const Scheme& s, const MatrixXfR& X) {
-  (void)X;
-  const Index nb = lowbit::param_count(s, W.rows(), W.cols());
-  std::vector<float> best_g(size_t(nb), 1.0f), best_e(size_t(nb), 1e30f);
-  for (int k = 0; k < 20; ++k) {
-    const float g = 1.0f - 0.5f * float(k) / 19.0f;
-    const QuantParams p = lowbit::choose_params(W, s, g);
-    const MatrixXfR e = W - qat::fake_quantize(W, p);
-    lowbit::detail::for_each_block(s, W.rows(), W.cols(), [&](Index b, Index r, Index c0, Index c1) {
-      const float err = e.row(r).segment(c0, c1 - c0).squaredNorm();
-      if (err < best_e[size_t(b)]) {
-        best_e[size_t(b)] = err;
-        best_g[size_t(b)] = g;
-      }
-    });
-  }
-  return lowbit::choose_params(W, s, best_g);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -325,7 +305,6 @@ int main(int argc, char** argv) {
   Mlp tuned = fp32;
   train(tuned, nullptr, train_set, qat_steps, batch, qat_lr, 0.0f, seed + 2);
   const double tuned_mse = evaluate(tuned, {}, test_set);
-  fmt::print(stderr, "fp32 train mse {:.5f} test {:.5f}\n", evaluate(fp32, {}, train_set), fp32_mse);
   const auto t1 = std::chrono::steady_clock::now();
 
   // INT8 activation ranges: observe the FP32 model on calibration data, then freeze.
@@ -351,8 +330,9 @@ int main(int argc, char** argv) {
     for (size_t l = 0; l < fp32.layers.size(); ++l) {
       const MatrixXfR& W = fp32.layers[l].W;
       qat::FakeQuant r(ws), g(ws);
-      r.set_params(lowbit::choose_params(W, ws));
-      g.set_params(gamma_params(W, ws, calib_in[l]));
+      r.set_params(lowbit::ptq::rtn(W, ws).params);
+      // γ per block minimising the layer-output error on the calibration inputs.
+      g.set_params(lowbit::ptq::search_gamma(W, ws, calib_in[l]).params);
       rtn.weight.push_back(r);
       gam.weight.push_back(g);
     }

@@ -7,27 +7,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "qat_testing.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
 
-using lowbit::Index;
-using lowbit::MatrixXfR;
-using lowbit::QuantParams;
-using lowbit::Scheme;
-namespace qat = lowbit::qat;
-
 namespace {
-
-MatrixXfR random_matrix(Index rows, Index cols, unsigned seed, float sd = 1.0f, float mean = 0.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(mean, sd);
-  MatrixXfR x(rows, cols);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
-  return x;
-}
 
 void require_same(const QuantParams& a, const QuantParams& b) {
   REQUIRE(a.scheme == b.scheme);

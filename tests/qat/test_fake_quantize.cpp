@@ -4,27 +4,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "qat_testing.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
-using lowbit::Index;
-using lowbit::MatrixXfR;
-using lowbit::QuantParams;
-using lowbit::Scheme;
-namespace qat = lowbit::qat;
-
 namespace {
-
-MatrixXfR random_matrix(Index rows, Index cols, unsigned seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0.0f, sd);
-  MatrixXfR x(rows, cols);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
-  return x;
-}
 
 std::vector<Scheme> all_schemes() {
   std::vector<Scheme> out;

@@ -5,27 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "qat_testing.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
 
-using lowbit::Index;
-using lowbit::MatrixXfR;
-using lowbit::QuantParams;
-using lowbit::Scheme;
-namespace qat = lowbit::qat;
-
 namespace {
-
-MatrixXfR random_matrix(Index rows, Index cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  MatrixXfR x(rows, cols);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = n(rng);
-  return x;
-}
 
 // Random per-block params, and x whose every element sits at x / s = k + u with an integer k
 // from a few codes below qmin to a few above qmax and |u| <= 0.35: away from rounding

@@ -12,6 +12,11 @@
 #include <lowbit/calib/observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/calib/histogram.hpp>
+#include <lowbit/calib/percentile_observer.hpp>
+#include <lowbit/calib/mse_observer.hpp>
+#include <lowbit/calib/entropy_observer.hpp>
+#include <lowbit/calib/make_observer.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
 #include <lowbit/qat/lsq.hpp>
 #include <lowbit/qat/fake_quant_module.hpp>

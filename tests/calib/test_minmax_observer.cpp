@@ -1,13 +1,11 @@
 // test_minmax_observer.cpp: MinMax and MovingAverage observers against numbers derived by hand
 // from PyTorch's formulas (per tensor, per channel on rows and columns, both signednesses).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
 #include <lowbit/core/quantize.hpp>
-
-#include <catch2/catch.hpp>
-
-#include <cmath>
-#include <limits>
 
 using lowbit::Error;
 using lowbit::MatrixXfR;
@@ -98,7 +96,8 @@ TEST_CASE("MinMaxObserver per group splits rows as core does") {
   MinMaxObserver o(Scheme::per_group(4, 2, true));
   o.observe(w1);
   o.observe(w2);
-  // Groups of 2 columns: row 0 -> [-4, 2] cols 0-1 and [0, 0.5] col 2; row 1 -> [0.25, 5], [-0.5, 2].
+  // Groups of 2 columns: row 0 -> [-4, 2] cols 0-1 and [0, 0.5] col 2; row 1 -> [0.25, 5], [-0.5,
+  // 2].
   REQUIRE(o.min_vals() == std::vector<float>{-4.0f, 0.0f, 0.25f, -0.5f});
   REQUIRE(o.max_vals() == std::vector<float>{2.0f, 0.5f, 5.0f, 2.0f});
   const auto p = o.params();
@@ -242,4 +241,33 @@ TEST_CASE("MinMax observers reject bad input and leave their state untouched") {
   for (float g : {0.0f, -1.0f, nan, inf}) REQUIRE_THROWS_AS(o.params(g), Error);
   REQUIRE_THROWS_AS(o.params(std::vector<float>{1.0f, 1.0f, 1.0f}), Error);
   REQUIRE_THROWS_AS(o.params(std::vector<float>{}), Error);
+}
+
+TEST_CASE("MovingAverageMinMaxObserver converges geometrically (closed form)") {
+  // After the first batch [a0, b0] and N batches [a, b]: min = a + (a0 - a) (1 - c)^N.
+  const float c = 0.05f;
+  MovingAverageMinMaxObserver o(Scheme::per_tensor(8, false), c);
+  o.observe(mat(1, 2, {-10.0f, 20.0f}));
+  const MatrixXfR later = mat(1, 2, {-2.0f, 4.0f});
+  for (int n = 1; n <= 100; ++n) {
+    o.observe(later);
+    const double decay = std::pow(1.0 - c, n);
+    REQUIRE(o.min_vals()[0] == Approx(-2.0 + (-10.0 + 2.0) * decay).epsilon(1e-5));
+    REQUIRE(o.max_vals()[0] == Approx(4.0 + (20.0 - 4.0) * decay).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("observers pass narrow_range and other bit widths through to core's rule") {
+  Scheme narrow = Scheme::per_tensor(8, true);
+  narrow.narrow_range = true;  // codes [-127, 127]: scale = amax / 127
+  MinMaxObserver o(narrow);
+  o.observe(b1);
+  o.observe(b2);
+  REQUIRE(o.params().scale[0] == Approx(4.0 / 127.0).epsilon(1e-6));
+  REQUIRE(o.params().scheme == narrow);
+  MinMaxObserver two(Scheme::per_tensor(2, false));  // codes 0..3
+  two.observe(b1);
+  // [-1, 3]: scale 4 / 3, zp = round(1 / (4/3)) = round(0.75) = 1.
+  REQUIRE(two.params().scale[0] == Approx(4.0 / 3.0).epsilon(1e-6));
+  REQUIRE(two.params().zero_point[0] == 1);
 }

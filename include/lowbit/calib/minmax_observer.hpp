@@ -1,9 +1,8 @@
 // minmax_observer.hpp: running min/max observer (torch.ao.quantization.MinMaxObserver semantics).
 #pragma once
 
-#include <lowbit/calib/observer.hpp>
-
 #include <algorithm>
+#include <lowbit/calib/observer.hpp>
 
 namespace lowbit::calib {
 
@@ -18,11 +17,7 @@ class MinMaxObserver : public Observer {
  protected:
   void accumulate(const Eigen::Ref<const MatrixXfR>&, const std::vector<float>& mins,
                   const std::vector<float>& maxs) override {
-    if (min_.empty()) {
-      min_ = mins;
-      max_ = maxs;
-      return;
-    }
+    if (initialise(mins, maxs)) return;
     for (size_t i = 0; i < min_.size(); ++i) {
       min_[i] = std::min(min_[i], mins[i]);
       max_[i] = std::max(max_[i], maxs[i]);

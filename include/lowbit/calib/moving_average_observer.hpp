@@ -1,9 +1,8 @@
 // moving_average_observer.hpp: exponential moving average of batch min/max (PyTorch's rule).
 #pragma once
 
-#include <lowbit/calib/observer.hpp>
-
 #include <cmath>
+#include <lowbit/calib/observer.hpp>
 
 namespace lowbit::calib {
 
@@ -17,8 +16,9 @@ class MovingAverageMinMaxObserver : public Observer {
                                        Axis axis = Axis::rows)
       : Observer(scheme, axis), c_(averaging_constant) {
     lowbit::detail::require(std::isfinite(averaging_constant) && averaging_constant > 0.0f &&
-                        averaging_constant <= 1.0f,
-                    "averaging_constant: expected a value in (0, 1], got {}", averaging_constant);
+                                averaging_constant <= 1.0f,
+                            "averaging_constant: expected a value in (0, 1], got {}",
+                            averaging_constant);
   }
 
   float averaging_constant() const { return c_; }
@@ -26,11 +26,7 @@ class MovingAverageMinMaxObserver : public Observer {
  protected:
   void accumulate(const Eigen::Ref<const MatrixXfR>&, const std::vector<float>& mins,
                   const std::vector<float>& maxs) override {
-    if (min_.empty()) {
-      min_ = mins;
-      max_ = maxs;
-      return;
-    }
+    if (initialise(mins, maxs)) return;  // the first batch initialises
     for (size_t i = 0; i < min_.size(); ++i) {
       min_[i] = min_[i] + c_ * (mins[i] - min_[i]);
       max_[i] = max_[i] + c_ * (maxs[i] - max_[i]);

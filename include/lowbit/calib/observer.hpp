@@ -1,12 +1,11 @@
 // observer.hpp: the streaming observer interface: batches in, per-block ranges and QuantParams out.
 #pragma once
 
+#include <cstddef>
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/quant_params.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
-
-#include <cstddef>
 #include <vector>
 
 namespace lowbit::calib {
@@ -37,14 +36,15 @@ class Observer {
   /// NaN/Inf, or a shape that disagrees with the first batch.
   void observe(const Eigen::Ref<const MatrixXfR>& batch) {
     lowbit::detail::require(batch.size() > 0, "batch: expected a non-empty matrix, got {}x{}",
-                    batch.rows(), batch.cols());
+                            batch.rows(), batch.cols());
     if (batches_ > 0) {
       lowbit::detail::require(batch.cols() == cols_,
-                      "batch: expected {} columns (as the first batch), got {}", cols_,
-                      batch.cols());
-      lowbit::detail::require(!rows_fixed() || batch.rows() == rows_,
-                      "batch: expected {} rows (one per channel, as the first batch), got {}",
-                      rows_, batch.rows());
+                              "batch: expected {} columns (as the first batch), got {}", cols_,
+                              batch.cols());
+      lowbit::detail::require(
+          !rows_fixed() || batch.rows() == rows_,
+          "batch: expected {} rows (one per channel, as the first batch), got {}", rows_,
+          batch.rows());
     }
     lowbit::detail::require_finite(batch, "batch");
     std::vector<float> mins, maxs;
@@ -103,14 +103,17 @@ class Observer {
   Axis axis() const { return axis_; }
 
   /// Bytes of observation state held (independent of the number of batches).
-  virtual std::size_t memory_bytes() const { return (min_.capacity() + max_.capacity()) * sizeof(float); }
+  virtual std::size_t memory_bytes() const {
+    return (min_.capacity() + max_.capacity()) * sizeof(float);
+  }
 
  protected:
   Observer(const Scheme& scheme, Axis axis) : scheme_(scheme), axis_(axis) {
     validate(scheme);
     lowbit::detail::require(axis == Axis::rows || axis == Axis::columns, "axis: not an Axis value");
-    lowbit::detail::require(axis == Axis::rows || scheme.granularity != Granularity::per_group,
-                    "axis: per_group schemes group along rows; Axis::columns is not supported");
+    lowbit::detail::require(
+        axis == Axis::rows || scheme.granularity != Granularity::per_group,
+        "axis: per_group schemes group along rows; Axis::columns is not supported");
   }
   Observer(const Observer&) = default;
   Observer& operator=(const Observer&) = default;
@@ -126,6 +129,14 @@ class Observer {
   /// Drops derived state on reset().
   virtual void clear() {}
 
+  /// On the first batch, takes its ranges as the running min/max and returns true.
+  bool initialise(const std::vector<float>& mins, const std::vector<float>& maxs) {
+    if (!min_.empty()) return false;
+    min_ = mins;
+    max_ = maxs;
+    return true;
+  }
+
   std::vector<float> min_, max_;
 
  private:
@@ -136,7 +147,8 @@ class Observer {
     return axis_ == Axis::rows && scheme_.granularity != Granularity::per_tensor;
   }
   void require_observed() const {
-    lowbit::detail::require(batches_ > 0, "observer: params/ranges requested before any observe(batch)");
+    lowbit::detail::require(batches_ > 0,
+                            "observer: params/ranges requested before any observe(batch)");
   }
 
   Scheme scheme_;

@@ -134,6 +134,9 @@ TEST_CASE("FakeQuant export rounds and clamps learned values; set_params starts 
   REQUIRE(p.scale[1] == std::numeric_limits<float>::epsilon());
   REQUIRE(fq.forward(w) == qat::fake_quantize(w, p));
 
+  fq.zero_point().pop_back();  // an optimiser that resized one of them
+  REQUIRE_THROWS_WITH(fq.params(), Catch::Contains("zero_point()"));
+  fq.zero_point().push_back(7.0f);
   fq.scale()[2] = std::numeric_limits<float>::quiet_NaN();
   REQUIRE_THROWS_WITH(fq.params(), Catch::Contains("not finite"));
   REQUIRE_THROWS_AS(fq.forward(w), lowbit::Error);

@@ -91,8 +91,12 @@ class FakeQuant {
     lowbit::detail::require(params.zero_point.size() == params.scale.size(),
                             "params.zero_point: expected {} entries (as scale), got {}",
                             params.scale.size(), params.zero_point.size());
-    validate(params, scheme().granularity == Granularity::per_tensor ? 1 : Index(params.scale.size()),
-             scheme().granularity == Granularity::per_group ? scheme().group_size : 1);
+    // Checks the values against any matrix with this many blocks (one row per block, one group
+    // per row); the real shape is checked against x in forward().
+    const bool per_tensor = scheme().granularity == Granularity::per_tensor;
+    const bool per_group = scheme().granularity == Granularity::per_group;
+    validate(params, per_tensor ? 1 : Index(params.scale.size()),
+             per_group ? scheme().group_size : 1);
     scale_ = params.scale;
     zero_point_.assign(params.zero_point.begin(), params.zero_point.end());
     clear_grads();
@@ -106,6 +110,9 @@ class FakeQuant {
   /// lowbit::Error without params or when the learned values went non-finite.
   QuantParams params() const {
     require_params();
+    lowbit::detail::require(zero_point_.size() == scale_.size(),
+                            "FakeQuant: zero_point() has {} entries, scale() {}",
+                            zero_point_.size(), scale_.size());
     QuantParams p{scheme(), std::vector<float>(scale_.size()),
                   std::vector<int32_t>(scale_.size())};
     const float eps = std::numeric_limits<float>::epsilon();
@@ -198,8 +205,12 @@ class FakeQuant {
     const float factor =
         grad_factor_ > 0.0f ? grad_factor_ : lsq_grad_factor(scheme(), x_.size());
     lsq_backward_into(grad_y, x_, used_, factor, grads_);
-    if (grad_scale_.size() != scale_.size()) clear_grads();
-    for (size_t i = 0; i < grad_scale_.size(); ++i) {
+    const size_t n = used_.scale.size();  // the blocks of the last forward
+    if (grad_scale_.size() != n) {
+      grad_scale_.assign(n, 0.0f);
+      grad_zero_point_.assign(n, 0.0f);
+    }
+    for (size_t i = 0; i < n; ++i) {
       grad_scale_[i] += grads_.grad_scale[i];
       if (!scheme().symmetric) grad_zero_point_[i] += grads_.grad_zero_point[i];
     }

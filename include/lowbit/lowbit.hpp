@@ -30,6 +30,9 @@
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
 #include <lowbit/ptq/smoothquant.hpp>
+#include <lowbit/qat/fake_quant_module.hpp>
+#include <lowbit/qat/fake_quantize.hpp>
+#include <lowbit/qat/lsq.hpp>
 #include <lowbit/mixed/allocation.hpp>
 #include <lowbit/mixed/budget.hpp>
 #include <lowbit/mixed/candidate.hpp>

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
@@ -87,6 +88,10 @@ struct V {
   static I load_i(const int32_t* p) {
     return {{_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))}};
+  }
+  static void store_i(int32_t* p, const I& a) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a.v[0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 8), a.v[1]);
   }
   static I sub(const I& a, const I& b) { return {{_mm256_sub_epi32(a.v[0], b.v[0]), _mm256_sub_epi32(a.v[1], b.v[1])}}; }
   static I mul(const I& a, const I& b) { return {{_mm256_mullo_epi32(a.v[0], b.v[0]), _mm256_mullo_epi32(a.v[1], b.v[1])}}; }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), apply_to = function)
@@ -56,6 +57,7 @@ struct V {
   static I set_i(int32_t x) { return _mm512_set1_epi32(x); }
   static I load_zw(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static I load_i(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static void store_i(int32_t* p, I a) { _mm512_storeu_si512(p, a); }
   static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
   static I mul(I a, I b) { return _mm512_mullo_epi32(a, b); }
 

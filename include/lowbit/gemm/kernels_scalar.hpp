@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace lowbit::kernels::scalar {
 
@@ -56,6 +57,7 @@ struct V {
     std::copy(p, p + 16, r.v);
     return r;
   }
+  static void store_i(int32_t* p, const I& a) { std::copy(a.v, a.v + 16, p); }
   static I sub(const I& a, const I& b) {
     I r;
     for (int i = 0; i < 16; ++i) r.v[i] = a.v[i] - b.v[i];

@@ -71,14 +71,14 @@ void tile_int(const detail::QuantizedActivations& a, Index m0, const PackedWeigh
     const Index c0 = w.group_begin(g) / ck, c1 = (w.group_end(g) + ck - 1) / ck;
     dot_chunks<MR, NB>(arow, wb, c0, c1, nib, acc);
     // D = sum c*u - zw * sum c - za * wsum, then t = fma(float(D), scale, t).
-    const int bias = nib ? 0 : V::w8_bias;
+    const int bias = nib ? 0 : V::w8_bias, zconst = w.zero_const() - bias;
     unroll<NB>([&](auto j) LOWBIT_ALWAYS_INLINE {
       const Index blk = b0 + j;
-      const auto zw = asym_w ? V::sub(V::load_zw(w.zero_points(blk) + g * 16), V::set_i(bias))
-                             : V::set_i(w.zero_const() - bias);
+      const auto zw = asym_w ? V::sub(V::load_zw(w.zero_points(blk) + g * 16), V::set_i(bias)) : V::set_i(0);
       const auto sw = w.half_scales() ? V::load_s16(w.scales16(blk) + g * 16) : V::load_s32(w.scales32(blk) + g * 16);
       unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE {
-        auto d = V::sub(V::load_i(acc[r][j]), V::mul(zw, V::set_i(a.group_sum(m0 + r, g))));
+        const int32_t sq = a.group_sum(m0 + r, g);
+        auto d = V::sub(V::load_i(acc[r][j]), asym_w ? V::mul(zw, V::set_i(sq)) : V::set_i(zconst * sq));
         if (asym_a) d = V::sub(d, V::mul(V::set_i(a.zero[size_t(m0 + r)]), V::load_i(w.wsums(blk) + g * 16)));
         const auto s = pg ? V::mul(sw, V::set_f(a.row_scale(m0 + r, g))) : sw;
         V::store(t[r][j], V::fma(V::to_f(d), s, V::load_s32(t[r][j])));
@@ -195,6 +195,11 @@ void run_f32(const float* x, Index M, Index ldx, const PackedWeights& w, float* 
     for (Index m = 0; m < M; m += MR) tile_rows<MR, NB, false>(std::min<Index>(MR, M - m), x, ldx, m, w, b, y, ldy, n1);
   for (; b < b1; ++b)
     for (Index m = 0; m < M; m += MR) tile_rows<MR, 1, false>(std::min<Index>(MR, M - m), x, ldx, m, w, b, y, ldy, n1);
+}
+
+inline void quantize(const float* x, Index M, Index K, Index ldx, const PackedWeights& w, ActivationQuant mode,
+                     detail::QuantizedActivations& a) {
+  detail::quantize_activations_with<V>(x, M, K, ldx, w, mode, a);
 }
 
 inline void linear_int(const detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,

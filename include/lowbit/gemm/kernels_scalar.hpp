@@ -12,7 +12,7 @@
 
 namespace lowbit::kernels::scalar {
 
-struct V {
+struct V : detail::ScalarRowOps {
   static constexpr int int_mr = 4, int_nb = 1, grouped_mr = 4, grouped_nb = 1, f32_mr = 4, f32_nb = 1;
   static constexpr int w8_bias = 0;
   struct I { int32_t v[16]; };

@@ -76,9 +76,10 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
                   "options.activations: int8_per_group needs per-group weights");
   detail::validate(opt.epilogue, N);
   for (Index m = 0; m < M; ++m)
-    for (Index k = 0; k < K; ++k)
-      if (!std::isfinite(x[m * ldx + k]))
-        detail::fail("x({}, {}): expected a finite value, got {}", m, k, x[m * ldx + k]);
+    if (!detail::all_finite(x + m * ldx, K))
+      for (Index k = 0; k < K; ++k)
+        detail::require(std::isfinite(x[m * ldx + k]), "x({}, {}): expected a finite value, got {}", m, k,
+                        x[m * ldx + k]);
   const detail::KernelSet ks = detail::kernel_set(cpu::active_isa());
 
   detail::QuantizedActivations* a = nullptr;

@@ -56,7 +56,7 @@ __attribute__((noinline)) void dot_chunks(const int8_t* const* arow, const uint8
 }
 
 template <int MR, int NB>
-void tile_int(const detail::QuantizedActivations& a, Index m0, const PackedWeights& w, Index b0,
+void tile_int(const ::lowbit::detail::QuantizedActivations& a, Index m0, const PackedWeights& w, Index b0,
               float* y, Index ldy, Index n1) noexcept {
   const int8_t* arow[MR];
   for (int r = 0; r < MR; ++r) arow[r] = a.row(m0 + r);
@@ -176,7 +176,7 @@ void tile_rows(Index rows, Args&&... args) noexcept {
 /// Panels of NB blocks (64 channels for NB = 4) in order; within a panel, tiles of MR rows reuse
 /// the panel's weights from cache. The N range [n0, n1) starts on a block boundary.
 template <int MR, int NB>
-void run_int(const detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
+void run_int(const ::lowbit::detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
              Index n0, Index n1) noexcept {
   const Index b1 = (n1 + 15) / 16;
   Index b = n0 / 16;
@@ -198,11 +198,11 @@ void run_f32(const float* x, Index M, Index ldx, const PackedWeights& w, float* 
 }
 
 inline void quantize(const float* x, Index M, Index K, Index ldx, const PackedWeights& w, ActivationQuant mode,
-                     detail::QuantizedActivations& a) {
-  detail::quantize_activations_with<V>(x, M, K, ldx, w, mode, a);
+                     ::lowbit::detail::QuantizedActivations& a) {
+  ::lowbit::detail::quantize_activations_with<V>(x, M, K, ldx, w, mode, a);
 }
 
-inline void linear_int(const detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
+inline void linear_int(const ::lowbit::detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
                        Index n0, Index n1) noexcept {
   if (w.groups() > 1 || w.nibbles())
     run_int<V::grouped_mr, V::grouped_nb>(a, w, y, ldy, n0, n1);

@@ -102,7 +102,10 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    run(omp_get_thread_num());
+    {
+      // The runtime may grant fewer threads than asked: every part still runs exactly once.
+      for (int t = omp_get_thread_num(); t < threads; t += omp_get_num_threads()) run(t);
+    }
     return;
   }
 #endif

@@ -24,8 +24,8 @@ LOWBIT_ALWAYS_INLINE inline void unroll(Fn&& f) noexcept {
 /// sum_k c * u over chunks [c0, c1) for an MR x NB tile, stored to out. Kept out of line: inside
 /// the group loop GCC's register allocator spills the accumulator tile in the hot loop.
 template <int MR, int NB>
-__attribute__((noinline)) void dot_chunks(const int8_t* const* arow, const uint8_t* const* wb, Index c0,
-                                          Index c1, bool nib, int32_t (*out)[NB][16]) noexcept {
+LOWBIT_ALWAYS_INLINE inline void dot_chunks_body(const int8_t* const* arow, const uint8_t* const* wb, Index c0,
+                                                 Index c1, bool nib, int32_t (*out)[NB][16]) noexcept {
   typename V::Acc acc[MR][NB];
   unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE { unroll<NB>([&](auto j) LOWBIT_ALWAYS_INLINE { acc[r][j] = V::zero(); }); });
   if (nib) {
@@ -53,6 +53,22 @@ __attribute__((noinline)) void dot_chunks(const int8_t* const* arow, const uint8
   unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE {
     unroll<NB>([&](auto j) LOWBIT_ALWAYS_INLINE { V::store_i(out[r][j], V::finish(acc[r][j])); });
   });
+}
+
+template <int MR, int NB>
+__attribute__((noinline)) void dot_chunks_call(const int8_t* const* arow, const uint8_t* const* wb, Index c0,
+                                               Index c1, bool nib, int32_t (*out)[NB][16]) noexcept {
+  dot_chunks_body<MR, NB>(arow, wb, c0, c1, nib, out);
+}
+
+/// Small tiles (GEMV) stay inline: no call per group; large ones go out of line (see above).
+template <int MR, int NB>
+LOWBIT_ALWAYS_INLINE inline void dot_chunks(const int8_t* const* arow, const uint8_t* const* wb, Index c0, Index c1,
+                                            bool nib, int32_t (*out)[NB][16]) noexcept {
+  if constexpr (MR * NB <= 4)
+    dot_chunks_body<MR, NB>(arow, wb, c0, c1, nib, out);
+  else
+    dot_chunks_call<MR, NB>(arow, wb, c0, c1, nib, out);
 }
 
 template <int MR, int NB>

@@ -9,6 +9,8 @@ packages=(
   catch2                              # tests
   libcli11-dev nlohmann-json3-dev gnuplot-nox  # examples
   libbenchmark-dev                    # benchmarks
+  libdnnl-dev                         # benchmarks: oneDNN, the int8 peer (optional in CMake)
+  g++-aarch64-linux-gnu qemu-user     # tests: NEON kernels cross-built and run under qemu
   "$@"
 )
 

@@ -4,7 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <set>
 #include <vector>
 
@@ -89,6 +91,17 @@ TEST_CASE("every Isa equals the reference over awkward shapes and extreme codes"
 #elif defined(__aarch64__)
   CHECK(ran.count(cpu::Isa::neon) == 1);
 #endif
+  // scripts/test.sh names the Isas an emulated CPU must have (e.g. "neon,neon_dotprod").
+  if (const char* want = std::getenv("LOWBIT_REQUIRE_ISAS")) {
+    std::string list = want;
+    for (size_t p = 0; p < list.size();) {
+      const size_t q = std::min(list.find(',', p), list.size());
+      const cpu::Isa isa = cpu::parse_isa(list.substr(p, q - p));
+      INFO("required isa " << cpu::to_string(isa));
+      CHECK(ran.count(isa) == 1);
+      p = q + 1;
+    }
+  }
 }
 
 TEST_CASE("results do not depend on the number of threads", "[gemm][kernels]") {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -54,9 +55,28 @@ struct QuantizedActivations {
   int32_t group_sum(Index m, Index g) const { return sums[size_t(m * groups + g)]; }
 };
 
-/// Quantizes x[M, K] (row stride ldx, finite: callers validate) for weights `w`.
-inline void quantize_activations(const float* x, Index M, Index K, Index ldx, const PackedWeights& w,
-                                 ActivationQuant mode, QuantizedActivations& a) {
+/// Row operations of the portable path; each Isa provides the same two (exactly the same results).
+struct ScalarRowOps {
+  static void range(const float* x, Index n, float& mn, float& mx) noexcept {
+    mn = x[0];
+    mx = x[0];
+    for (Index i = 1; i < n; ++i) {
+      mn = std::min(mn, x[i]);
+      mx = std::max(mx, x[i]);
+    }
+  }
+  /// out[i] = quantize_value(x[i], inv, zp, qmin, qmax) - shift.
+  static void quantize_row(const float* x, Index n, float inv, int zp, int qmin, int qmax, int shift,
+                           int8_t* out) noexcept {
+    for (Index i = 0; i < n; ++i) out[i] = int8_t(quantize_value(x[i], inv, zp, qmin, qmax) - shift);
+  }
+};
+
+/// Quantizes x[M, K] (row stride ldx, finite: callers validate) for weights `w`, with the row
+/// operations of one Isa.
+template <class Ops>
+void quantize_activations_with(const float* x, Index M, Index K, Index ldx, const PackedWeights& w,
+                               ActivationQuant mode, QuantizedActivations& a) {
   a.rows = M;
   a.cols = K;
   a.stride = w.padded_cols();
@@ -75,16 +95,13 @@ inline void quantize_activations(const float* x, Index M, Index K, Index ldx, co
     const Index blocks = a.per_group ? a.groups : 1;
     for (Index b = 0; b < blocks; ++b) {
       const Index k0 = a.per_group ? w.group_begin(b) : 0, k1 = a.per_group ? w.group_end(b) : K;
-      const auto [mn, mx] = std::minmax_element(xr + k0, xr + k1);
-      const AffineParams p = params_from_range_unchecked(*mn, *mx, a.asymmetric ? asym : sym, 1.0f);
-      const float inv = 1.0f / p.scale;
+      float mn, mx;
+      Ops::range(xr + k0, k1 - k0, mn, mx);
+      const AffineParams p = params_from_range_unchecked(mn, mx, a.asymmetric ? asym : sym, 1.0f);
       a.scale[size_t(a.per_group ? m * a.groups + b : m)] = p.scale;
-      if (a.asymmetric) {
-        a.zero[size_t(m)] = p.zero_point - 128;
-        for (Index k = k0; k < k1; ++k) c[k] = int8_t(quantize_value(xr[k], inv, p.zero_point, 0, 255) - 128);
-      } else {
-        for (Index k = k0; k < k1; ++k) c[k] = int8_t(quantize_value(xr[k], inv, 0, -127, 127));
-      }
+      if (a.asymmetric) a.zero[size_t(m)] = p.zero_point - 128;
+      Ops::quantize_row(xr + k0, k1 - k0, 1.0f / p.scale, p.zero_point, a.asymmetric ? 0 : -127,
+                        a.asymmetric ? 255 : 127, a.asymmetric ? 128 : 0, c + k0);
     }
     for (Index g = 0; g < a.groups; ++g) {
       int32_t s = 0;
@@ -92,6 +109,23 @@ inline void quantize_activations(const float* x, Index M, Index K, Index ldx, co
       a.sums[size_t(m * a.groups + g)] = s;
     }
   }
+}
+
+/// The reference quantizer.
+inline void quantize_activations(const float* x, Index M, Index K, Index ldx, const PackedWeights& w,
+                                 ActivationQuant mode, QuantizedActivations& a) {
+  quantize_activations_with<ScalarRowOps>(x, M, K, ldx, w, mode, a);
+}
+
+/// True when no value of x[0..n) is NaN or infinite (an exponent test that vectorizes).
+inline bool all_finite(const float* x, Index n) noexcept {
+  uint32_t bad = 0;
+  for (Index i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    bad |= uint32_t((b & 0x7F800000u) == 0x7F800000u);
+  }
+  return bad == 0;
 }
 
 }  // namespace detail

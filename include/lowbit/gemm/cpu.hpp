@@ -17,6 +17,9 @@
 #define LOWBIT_AARCH64 1
 #endif
 
+/// Forces inlining of the small helpers the kernels' register tiles are built from.
+#define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
+
 namespace lowbit::cpu {
 
 /// Kernel paths, like ruy's Path: each is a complete implementation of every kernel.

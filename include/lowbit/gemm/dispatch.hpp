@@ -26,17 +26,17 @@ inline KernelSet kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
     case cpu::Isa::avx512_vnni:
-      return {quantize_activations, kernels::avx512_vnni::linear_int, kernels::avx512_vnni::linear_f32};
+      return {kernels::avx512_vnni::quantize, kernels::avx512_vnni::linear_int, kernels::avx512_vnni::linear_f32};
     case cpu::Isa::avx2:
-      return {quantize_activations, kernels::avx2::linear_int, kernels::avx2::linear_f32};
+      return {kernels::avx2::quantize, kernels::avx2::linear_int, kernels::avx2::linear_f32};
 #elif defined(LOWBIT_AARCH64)
     case cpu::Isa::neon_dotprod:
-      return {quantize_activations, kernels::neon_dotprod::linear_int, kernels::neon_dotprod::linear_f32};
+      return {kernels::neon_dotprod::quantize, kernels::neon_dotprod::linear_int, kernels::neon_dotprod::linear_f32};
     case cpu::Isa::neon:
-      return {quantize_activations, kernels::neon::linear_int, kernels::neon::linear_f32};
+      return {kernels::neon::quantize, kernels::neon::linear_int, kernels::neon::linear_f32};
 #endif
     default:
-      return {quantize_activations, kernels::scalar::linear_int, kernels::scalar::linear_f32};
+      return {kernels::scalar::quantize, kernels::scalar::linear_int, kernels::scalar::linear_f32};
   }
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
@@ -88,6 +89,10 @@ struct V {
     return {{_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))}};
   }
+  static void store_i(int32_t* p, const I& a) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a.v[0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 8), a.v[1]);
+  }
   static I sub(const I& a, const I& b) { return {{_mm256_sub_epi32(a.v[0], b.v[0]), _mm256_sub_epi32(a.v[1], b.v[1])}}; }
   static I mul(const I& a, const I& b) { return {{_mm256_mullo_epi32(a.v[0], b.v[0]), _mm256_mullo_epi32(a.v[1], b.v[1])}}; }
 
@@ -107,6 +112,46 @@ struct V {
   static void store(float* p, const F& a) {
     _mm256_storeu_ps(p, a.v[0]);
     _mm256_storeu_ps(p + 8, a.v[1]);
+  }
+
+  static void range(const float* x, Index n, float& mn, float& mx) noexcept {
+    __m256 lo = _mm256_set1_ps(x[0]), hi = lo;
+    Index i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(x + i);
+      lo = _mm256_min_ps(lo, v);
+      hi = _mm256_max_ps(hi, v);
+    }
+    alignas(32) float l[8], h[8];
+    _mm256_store_ps(l, lo);
+    _mm256_store_ps(h, hi);
+    mn = l[0];
+    mx = h[0];
+    for (int j = 1; j < 8; ++j) {
+      mn = std::min(mn, l[j]);
+      mx = std::max(mx, h[j]);
+    }
+    for (; i < n; ++i) {
+      mn = std::min(mn, x[i]);
+      mx = std::max(mx, x[i]);
+    }
+  }
+  // Same operations as quantize_value: x * inv, round to nearest even, + zp, clamp, truncate.
+  static void quantize_row(const float* x, Index n, float inv, int zp, int qmin, int qmax, int shift,
+                           int8_t* out) noexcept {
+    const __m256 vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(float(zp)), vlo = _mm256_set1_ps(float(qmin)),
+                 vhi = _mm256_set1_ps(float(qmax));
+    const __m256i vshift = _mm256_set1_epi32(shift);
+    Index i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv);
+      __m256 q = _mm256_add_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vzp);
+      q = _mm256_min_ps(_mm256_max_ps(q, vlo), vhi);
+      alignas(32) int32_t c[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(c), _mm256_sub_epi32(_mm256_cvttps_epi32(q), vshift));
+      for (int j = 0; j < 8; ++j) out[i + j] = int8_t(c[j]);
+    }
+    for (; i < n; ++i) out[i] = int8_t(quantize_value(x[i], inv, zp, qmin, qmax) - shift);
   }
 
   static R load_raw(const uint8_t* p) { return {{load(p), load(p + 32)}}; }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), apply_to = function)
@@ -27,7 +28,7 @@ namespace lowbit::kernels::avx512_vnni {
 
 struct V {
   // 6 x 4 blocks of int32 accumulators = 24 zmm; grouped tiles also keep float sums.
-  static constexpr int int_mr = 6, int_nb = 4, grouped_mr = 4, grouped_nb = 2, f32_mr = 4, f32_nb = 2;
+  static constexpr int int_mr = 6, int_nb = 4, grouped_mr = 4, grouped_nb = 4, f32_mr = 4, f32_nb = 2;
   static constexpr int w8_bias = 0;
   using Acc = __m512i;
   using W = __m512i;
@@ -56,6 +57,7 @@ struct V {
   static I set_i(int32_t x) { return _mm512_set1_epi32(x); }
   static I load_zw(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static I load_i(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static void store_i(int32_t* p, I a) { _mm512_storeu_si512(p, a); }
   static I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
   static I mul(I a, I b) { return _mm512_mullo_epi32(a, b); }
 
@@ -68,6 +70,38 @@ struct V {
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, F a) { _mm512_storeu_ps(p, a); }
+
+  static void range(const float* x, Index n, float& mn, float& mx) noexcept {
+    __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+    Index i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m512 v = _mm512_loadu_ps(x + i);
+      lo = _mm512_min_ps(lo, v);
+      hi = _mm512_max_ps(hi, v);
+    }
+    if (i < n) {
+      const __mmask16 k = __mmask16((1u << (n - i)) - 1u);
+      lo = _mm512_mask_min_ps(lo, k, lo, _mm512_maskz_loadu_ps(k, x + i));
+      hi = _mm512_mask_max_ps(hi, k, hi, _mm512_maskz_loadu_ps(k, x + i));
+    }
+    mn = _mm512_reduce_min_ps(lo);
+    mx = _mm512_reduce_max_ps(hi);
+  }
+  // Same operations as quantize_value: x * inv, round to nearest even, + zp, clamp, truncate.
+  static void quantize_row(const float* x, Index n, float inv, int zp, int qmin, int qmax, int shift,
+                           int8_t* out) noexcept {
+    const __m512 vinv = _mm512_set1_ps(inv), vzp = _mm512_set1_ps(float(zp)), vlo = _mm512_set1_ps(float(qmin)),
+                 vhi = _mm512_set1_ps(float(qmax));
+    const __m512i vshift = _mm512_set1_epi32(shift);
+    for (Index i = 0; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
+      const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv);
+      __m512 q = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vzp);
+      q = _mm512_min_ps(_mm512_max_ps(q, vlo), vhi);
+      const __m512i c = _mm512_sub_epi32(_mm512_cvttps_epi32(q), vshift);
+      _mm_mask_storeu_epi8(out + i, k, _mm512_cvtepi32_epi8(c));
+    }
+  }
 
   static R load_raw(const uint8_t* p) { return _mm512_loadu_si512(p); }
   static F code_f(R raw, int j, bool nibbles) {

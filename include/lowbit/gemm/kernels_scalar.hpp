@@ -8,10 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace lowbit::kernels::scalar {
 
-struct V {
+struct V : detail::ScalarRowOps {
   static constexpr int int_mr = 4, int_nb = 1, grouped_mr = 4, grouped_nb = 1, f32_mr = 4, f32_nb = 1;
   static constexpr int w8_bias = 0;
   struct I { int32_t v[16]; };
@@ -56,6 +57,7 @@ struct V {
     std::copy(p, p + 16, r.v);
     return r;
   }
+  static void store_i(int32_t* p, const I& a) { std::copy(a.v, a.v + 16, p); }
   static I sub(const I& a, const I& b) {
     I r;
     for (int i = 0; i < 16; ++i) r.v[i] = a.v[i] - b.v[i];

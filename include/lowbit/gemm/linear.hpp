@@ -76,9 +76,10 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
                   "options.activations: int8_per_group needs per-group weights");
   detail::validate(opt.epilogue, N);
   for (Index m = 0; m < M; ++m)
-    for (Index k = 0; k < K; ++k)
-      if (!std::isfinite(x[m * ldx + k]))
-        detail::fail("x({}, {}): expected a finite value, got {}", m, k, x[m * ldx + k]);
+    if (!detail::all_finite(x + m * ldx, K))
+      for (Index k = 0; k < K; ++k)
+        detail::require(std::isfinite(x[m * ldx + k]), "x({}, {}): expected a finite value, got {}", m, k,
+                        x[m * ldx + k]);
   const detail::KernelSet ks = detail::kernel_set(cpu::active_isa());
 
   detail::QuantizedActivations* a = nullptr;
@@ -101,7 +102,10 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    run(omp_get_thread_num());
+    {
+      // The runtime may grant fewer threads than asked: every part still runs exactly once.
+      for (int t = omp_get_thread_num(); t < threads; t += omp_get_num_threads()) run(t);
+    }
     return;
   }
 #endif

@@ -243,12 +243,12 @@ Mat<T> attention(const Mat<T>& q, const Mat<T>& k, const Mat<T>& v, int n_heads,
     const auto kg = k.middleCols(Index(g) * head_dim, head_dim);
     const auto vg = v.middleCols(Index(g) * head_dim, head_dim);
     Mat<T>& P = probs[size_t(h)];
-    P.noalias() = (qh * kg.transpose()) * scale;
+    P.noalias() = qh * kg.transpose();  // (a scalar factor here would defeat Eigen's GEMM)
+    P *= scale;
     for (Index i = 0; i < S; ++i) {
-      const T mx = P.row(i).head(i + 1).maxCoeff();
-      T sum = 0;
-      for (Index j = 0; j <= i; ++j) sum += (P(i, j) = std::exp(P(i, j) - mx));
-      P.row(i).head(i + 1) /= sum;
+      auto row = P.row(i).head(i + 1).array();
+      row = (row - row.maxCoeff()).exp();
+      row /= row.sum();
       P.row(i).tail(S - i - 1).setZero();
     }
     o.middleCols(Index(h) * head_dim, head_dim).noalias() = P * vg;
@@ -280,8 +280,9 @@ Mat<T> attention_backward(const Mat<T>& d_o, const Mat<T>& q, const Mat<T>& k, c
       const T dot = dP.row(i).head(i + 1).dot(P.row(i).head(i + 1));
       dP.row(i) = (P.row(i).array() * (dP.row(i).array() - dot)).matrix();
     }
-    dq.middleCols(Index(h) * head_dim, head_dim).noalias() = (dP * kg) * scale;
-    dk.middleCols(Index(g) * head_dim, head_dim).noalias() += (dP.transpose() * qh) * scale;
+    dP *= scale;
+    dq.middleCols(Index(h) * head_dim, head_dim).noalias() = dP * kg;
+    dk.middleCols(Index(g) * head_dim, head_dim).noalias() += dP.transpose() * qh;
   }
   return dq;
 }
@@ -472,7 +473,7 @@ Mat<T> loss_gradient(const Mat<T>& logits, const std::vector<int>& tokens,
   for (Index i = 0; i + 1 < S; ++i) {
     const int y = tokens[size_t(i + 1)];
     stats.ce -= double(ls(i, y));
-    const auto ps = ls.row(i).array().exp();
+    const Eigen::Array<T, 1, Eigen::Dynamic> ps = ls.row(i).array().exp();
     d.row(i) = (ps * T(opt.ce_weight)).matrix();
     d(i, y) -= T(opt.ce_weight);
     if (lt.size()) {

@@ -20,4 +20,11 @@ cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/sanitize --output-on-failure -j "$jobs" -E '^package_'
 
+echo "== libFuzzer: GGUF reader (clang++-14, 50 s)"
+mkdir -p build/fuzz/corpus
+clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -Iinclude -I/usr/include/eigen3 tests/fuzz/fuzz_gguf.cpp -lfmt -o build/fuzz/fuzz_gguf
+build/fuzz/fuzz_gguf -max_total_time=50 -rss_limit_mb=1024 -malloc_limit_mb=256 \
+  build/fuzz/corpus tests/fuzz/seeds
+
 echo "test.sh: all tests passed"

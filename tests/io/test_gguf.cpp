@@ -1,0 +1,325 @@
+// test_gguf.cpp: GGUF reader/writer: round trips, every tensor decoder, hostile and corrupt files.
+#include <lowbit/io/gguf.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+using lowbit::io::GgufFile;
+using lowbit::io::TensorF32;
+using lowbit::io::Value;
+using lowbit::io::ValueType;
+
+namespace {
+
+// Builds GGUF bytes by hand (independently of serialize_gguf) so tests can craft any field.
+struct Bytes {
+  std::vector<uint8_t> b;
+  template <class T>
+  Bytes& put(T x) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&x);
+    b.insert(b.end(), p, p + sizeof(T));
+    return *this;
+  }
+  Bytes& str(const std::string& s) {
+    put<uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+    return *this;
+  }
+  Bytes& header(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
+    b.insert(b.end(), {'G', 'G', 'U', 'F'});
+    return put<uint32_t>(version).put<uint64_t>(n_tensors).put<uint64_t>(n_kv);
+  }
+  Bytes& tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
+    str(name).put<uint32_t>(uint32_t(ne.size()));
+    for (auto d : ne) put<uint64_t>(d);
+    return put<uint32_t>(type).put<uint64_t>(offset);
+  }
+  Bytes& pad(size_t align = 32) {
+    b.resize((b.size() + align - 1) / align * align, 0);
+    return *this;
+  }
+  Bytes& raw(const std::vector<uint8_t>& r) {
+    b.insert(b.end(), r.begin(), r.end());
+    return *this;
+  }
+  GgufFile parse() const { return GgufFile::from_bytes(b.data(), b.size()); }
+};
+
+std::vector<std::pair<std::string, Value>> sample_metadata() {
+  Value u8; u8.type = ValueType::UInt8; u8.u = 200;
+  Value i8; i8.type = ValueType::Int8; i8.i = -100;
+  Value u16; u16.type = ValueType::UInt16; u16.u = 60000;
+  Value i16; i16.type = ValueType::Int16; i16.i = -30000;
+  Value i64; i64.type = ValueType::Int64; i64.i = -(int64_t(1) << 40);
+  Value f64; f64.type = ValueType::Float64; f64.f = 3.141592653589793;
+  std::vector<Value> strs = {Value::of_string("a"), Value::of_string(""), Value::of_string("\xe2\x96\x81the")};
+  std::vector<Value> nested = {Value::of_array(ValueType::Int32, {Value::of_int32(1), Value::of_int32(-2)}),
+                               Value::of_array(ValueType::Int32, {})};
+  return {{"general.architecture", Value::of_string("llama")},
+          {"u8", u8}, {"i8", i8}, {"u16", u16}, {"i16", i16},
+          {"u32", Value::of_uint32(4000000000u)}, {"i32", Value::of_int32(-7)},
+          {"u64", Value::of_uint64(uint64_t(1) << 63)}, {"i64", i64},
+          {"f32", Value::of_float32(1e-5f)}, {"f64", f64}, {"bool", Value::of_bool(true)},
+          {"strings", Value::of_array(ValueType::String, strs)},
+          {"nested", Value::of_array(ValueType::Array, nested)}};
+}
+
+std::vector<TensorF32> sample_tensors() {
+  lowbit::MatrixXfR m(3, 5);
+  for (int i = 0; i < 15; ++i) m.data()[i] = 0.25f * float(i) - 1.0f;
+  Eigen::VectorXf v(7);
+  v << 1, -2, 3.5f, 0, 1e-30f, -1e30f, 7;
+  TensorF32 t3{"cube", {2, 3, 4}, std::vector<float>(24)};
+  for (int i = 0; i < 24; ++i) t3.data[size_t(i)] = float(i * i);
+  return {TensorF32::from_matrix("m", m), TensorF32::from_vector("v", v), t3};
+}
+
+void check_same(const GgufFile& f, const std::vector<TensorF32>& tensors, uint32_t alignment) {
+  const auto meta = sample_metadata();
+  CHECK(f.version() == 3);
+  CHECK(f.alignment() == alignment);
+  CHECK(f.data_offset() % alignment == 0);
+  REQUIRE(f.metadata().size() == meta.size() + (alignment != 32 ? 1 : 0));
+  for (size_t k = 0; k < meta.size(); ++k) {
+    CHECK(f.metadata()[k].first == meta[k].first);
+    CHECK(f.metadata()[k].second.type == meta[k].second.type);
+  }
+  CHECK(f.at("u8").as_int() == 200);
+  CHECK(f.at("i8").as_int() == -100);
+  CHECK(f.at("u16").as_int() == 60000);
+  CHECK(f.at("i16").as_int() == -30000);
+  CHECK(f.at("u32").as_int() == 4000000000LL);
+  CHECK(f.at("i32").as_int() == -7);
+  CHECK(f.at("u64").u == uint64_t(1) << 63);
+  CHECK_THROWS_AS(f.at("u64").as_int(), lowbit::Error);  // does not fit int64
+  CHECK(f.at("i64").as_int() == -(int64_t(1) << 40));
+  CHECK(f.at("f32").as_float() == double(1e-5f));
+  CHECK(f.at("f64").as_float() == 3.141592653589793);
+  CHECK(f.at("bool").as_bool());
+  CHECK(f.get_string("general.architecture", "") == "llama");
+  CHECK(f.get_int("absent", 42) == 42);
+  CHECK(f.find("absent") == nullptr);
+  CHECK_THROWS_AS(f.at("absent"), lowbit::Error);
+  CHECK_THROWS_AS(f.at("u8").as_string(), lowbit::Error);
+  CHECK_THROWS_AS(f.at("f32").as_bool(), lowbit::Error);
+  CHECK_THROWS_AS(f.at("bool").as_array(), lowbit::Error);
+  const auto& s = f.at("strings");
+  CHECK(s.element_type == ValueType::String);
+  REQUIRE(s.as_array().size() == 3);
+  CHECK(s.as_array()[2].as_string() == "\xe2\x96\x81the");
+  CHECK(s.as_array()[1].as_string().empty());
+  const auto& n = f.at("nested").as_array();
+  REQUIRE(n.size() == 2);
+  CHECK(n[0].as_array()[1].as_int() == -2);
+  CHECK(n[1].as_array().empty());
+  REQUIRE(f.tensors().size() == tensors.size());
+  for (const auto& t : tensors) {
+    const auto& info = f.tensor(t.name);
+    CHECK(info.ne == t.ne);
+    CHECK(info.offset % alignment == 0);
+    const lowbit::MatrixXfR m = f.read(info);
+    CHECK(m.cols() == lowbit::Index(t.ne[0]));
+    REQUIRE(m.size() == lowbit::Index(t.data.size()));
+    CHECK(std::equal(t.data.begin(), t.data.end(), m.data()));
+  }
+  CHECK_THROWS_AS(f.tensor("absent"), lowbit::Error);
+}
+
+}  // namespace
+
+TEST_CASE("gguf: write then read round trip (bytes and memory-mapped file)") {
+  const auto tensors = sample_tensors();
+  for (uint32_t alignment : {32u, 64u, 8u}) {
+    const auto bytes = lowbit::io::serialize_gguf(sample_metadata(), tensors, alignment);
+    check_same(GgufFile::from_bytes(bytes.data(), bytes.size()), tensors, alignment);
+  }
+  const std::string path = "test_gguf_roundtrip.gguf";
+  lowbit::io::write_gguf(path, sample_metadata(), tensors);
+  check_same(GgufFile::open(path), tensors, 32);
+  std::remove(path.c_str());
+  CHECK_THROWS_AS(GgufFile::open("no/such/file.gguf"), lowbit::Error);
+}
+
+TEST_CASE("gguf: the writer rejects bad arguments") {
+  auto t = sample_tensors();
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({}, t, 24), lowbit::Error);
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({}, t, 0), lowbit::Error);
+  t[0].data.pop_back();
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({}, t, 32), lowbit::Error);
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({}, {TensorF32{"x", {}, {}}}, 32), lowbit::Error);
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({}, {TensorF32{"x", {1, 1, 1, 1, 1}, {1.f}}}, 32),
+                  lowbit::Error);
+  const auto bad = Value::of_array(ValueType::Int32, {Value::of_string("x")});
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({{"k", bad}}, {}, 32), lowbit::Error);
+  CHECK_THROWS_AS(lowbit::io::serialize_gguf({{"general.alignment", Value::of_uint32(64)}}, {}, 32),
+                  lowbit::Error);
+}
+
+TEST_CASE("gguf: F16, BF16, Q8_0 and Q4_0 tensors decode to the values they encode") {
+  // F16: 1, -2, 2^-24 (smallest subnormal), 65504 (largest finite), 0.5, -0
+  const std::vector<uint16_t> h = {0x3C00, 0xC000, 0x0001, 0x7BFF, 0x3800, 0x8000};
+  const std::vector<float> h_want = {1.f, -2.f, 5.9604644775390625e-8f, 65504.f, 0.5f, -0.f};
+  // BF16: 1, -3, 0.15625 (0x3E20)
+  const std::vector<uint16_t> bf = {0x3F80, 0xC040, 0x3E20};
+  const std::vector<float> bf_want = {1.f, -3.f, 0.15625f};
+  // Q8_0: two blocks; scales 0.5 (0x3800) and -0.25 (0xB400); codes k - 16 and -128 + 8k.
+  std::vector<uint8_t> q8;
+  std::vector<float> q8_want;
+  for (int blk = 0; blk < 2; ++blk) {
+    const uint16_t d = blk == 0 ? 0x3800 : 0xB400;
+    const float df = blk == 0 ? 0.5f : -0.25f;
+    q8.push_back(uint8_t(d & 0xff));
+    q8.push_back(uint8_t(d >> 8));
+    for (int k = 0; k < 32; ++k) {
+      const int q = blk == 0 ? k - 16 : -128 + 8 * k;
+      q8.push_back(uint8_t(int8_t(q)));
+      q8_want.push_back(df * float(q));
+    }
+  }
+  // Q4_0: one block, d = 2 (0x4000); byte j holds x[j] (low nibble j % 16) and x[j+16] (high 15 - j).
+  std::vector<uint8_t> q4 = {0x00, 0x40};
+  std::vector<float> q4_want(32);
+  for (int j = 0; j < 16; ++j) {
+    q4.push_back(uint8_t((j & 15) | ((15 - j) << 4)));
+    q4_want[size_t(j)] = 2.0f * float(j - 8);
+    q4_want[size_t(j + 16)] = 2.0f * float(7 - j);
+  }
+  Bytes b;
+  b.header(4, 0)
+      .tensor("h", {6}, 1, 0)
+      .tensor("bf", {3}, 30, 32)
+      .tensor("q8", {32, 2}, 8, 64)
+      .tensor("q4", {32}, 2, 160)
+      .pad();
+  const size_t base = b.b.size();
+  b.b.resize(base + 192, 0);
+  std::memcpy(&b.b[base], h.data(), 12);
+  std::memcpy(&b.b[base + 32], bf.data(), 6);
+  std::memcpy(&b.b[base + 64], q8.data(), q8.size());
+  std::memcpy(&b.b[base + 160], q4.data(), q4.size());
+  const auto f = b.parse();
+  const auto check = [&](const char* name, const std::vector<float>& want, lowbit::Index rows) {
+    const lowbit::MatrixXfR m = f.read(name);
+    REQUIRE(m.rows() == rows);
+    REQUIRE(m.size() == lowbit::Index(want.size()));
+    for (size_t i = 0; i < want.size(); ++i) CHECK(m.data()[i] == want[i]);
+  };
+  check("h", h_want, 1);
+  check("bf", bf_want, 1);
+  check("q8", q8_want, 2);
+  check("q4", q4_want, 1);
+  CHECK(std::signbit(f.read("h")(0, 5)));
+  CHECK(f.tensor("q8").n_bytes == 68);
+  // F16 infinity and NaN decode as such.
+  CHECK(std::isinf(lowbit::io::detail::half_to_float(0x7C00)));
+  CHECK(std::isnan(lowbit::io::detail::half_to_float(0x7E00)));
+}
+
+TEST_CASE("gguf: hostile headers throw lowbit::Error naming the problem") {
+  const auto throws_with = [](const Bytes& b, const std::string& what) {
+    try {
+      (void)b.parse();
+      FAIL("expected lowbit::Error mentioning '" << what << "'");
+    } catch (const lowbit::Error& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find(what) != std::string::npos);
+    }
+  };
+  throws_with(Bytes{}, "too small");
+  throws_with(Bytes{{'G', 'G', 'U', 'X', 3, 0, 0, 0}}, "magic");
+  throws_with(Bytes{}.header(0, 0, 1), "version 1");
+  throws_with(Bytes{}.header(0, 0, 4), "version 4");
+  throws_with(Bytes{}.header(0, 1ull << 60), "metadata count");
+  throws_with(Bytes{}.header(1ull << 60, 0), "tensor count");
+  throws_with(Bytes{}.header(0, 1).put<uint64_t>(1ull << 62).put<uint64_t>(0), "string length");
+  throws_with(Bytes{}.header(0, 1).str("k").put<uint32_t>(13).put<uint64_t>(0), "unknown value type");
+  throws_with(Bytes{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1ull << 61),
+              "array of");
+  throws_with(Bytes{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(4).put<uint64_t>(3).put<uint32_t>(1),
+              "does not fit");
+  throws_with(Bytes{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(2).str("abc").put<uint64_t>(9).put<uint64_t>(0),
+              "string length");
+  throws_with(Bytes{}.header(0, 1).str("k").put<uint32_t>(7).put<uint8_t>(2), "bool");
+  {
+    Bytes deep;
+    deep.header(0, 1).str("k").put<uint32_t>(9);
+    for (int i = 0; i < 20; ++i) deep.put<uint32_t>(9).put<uint64_t>(1);
+    deep.put<uint32_t>(4).put<uint64_t>(0);
+    throws_with(deep, "nested");
+  }
+  throws_with(Bytes{}.header(0, 2).str("k").put<uint32_t>(4).put<uint32_t>(1).str("k").put<uint32_t>(4).put<uint32_t>(1),
+              "duplicate metadata");
+  throws_with(Bytes{}.header(0, 1).str("general.alignment").put<uint32_t>(4).put<uint32_t>(24), "power of two");
+  throws_with(Bytes{}.header(0, 1).str("general.alignment").put<uint32_t>(10).put<uint64_t>(32), "uint32");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {1, 1, 1, 1, 1}, 0, 0).pad().raw(std::vector<uint8_t>(4)),
+              "dimensions");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {0}, 0, 0).pad(), "dimension 0");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {1ull << 40}, 0, 0).pad(), "out of range");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {1u << 30, 1u << 30, 1u << 30, 1u << 30}, 0, 0).pad(),
+              "overflows");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {1u << 30, 1u << 30, 4}, 0, 0).pad(), "byte size overflows");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {1u << 20, 1u << 20}, 0, 0).pad(), "past the end");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {4}, 99, 0).pad(), "unknown tensor type");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {33}, 8, 0).pad(), "block size");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {4}, 0, 16).pad().raw(std::vector<uint8_t>(64)), "alignment");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {4}, 0, 32).pad().raw(std::vector<uint8_t>(40)), "past the end");
+  throws_with(Bytes{}.header(1, 0).tensor("t", {4}, 0, 0), "truncated");
+  throws_with(Bytes{}.header(2, 0).tensor("t", {4}, 0, 0).tensor("t", {4}, 0, 32).pad().raw(std::vector<uint8_t>(64)),
+              "duplicate tensor");
+  // Supported by the layout table, not by read(): a clear error, not garbage.
+  const auto q4k = Bytes{}.header(1, 0).tensor("t", {256}, 12, 0).pad().raw(std::vector<uint8_t>(144)).parse();
+  CHECK_THROWS_AS(q4k.read("t"), lowbit::Error);
+  CHECK_THROWS_AS(GgufFile::from_bytes(nullptr, 4), lowbit::Error);
+}
+
+TEST_CASE("gguf: corpus of truncated and mutated files never crashes") {
+  const auto bytes = lowbit::io::serialize_gguf(sample_metadata(), sample_tensors(), 32);
+  // Every proper prefix is invalid (the last tensor ends at end of file).
+  for (size_t n = 0; n < bytes.size(); ++n)
+    CHECK_THROWS_AS(GgufFile::from_bytes(bytes.data(), n), lowbit::Error);
+  // Random byte mutations: each either parses (and every tensor reads) or throws lowbit::Error.
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<size_t> pos(0, bytes.size() - 1);
+  std::uniform_int_distribution<int> val(0, 255), count(1, 4);
+  int parsed = 0, rejected = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto m = bytes;
+    for (int k = count(rng); k > 0; --k) m[pos(rng)] = uint8_t(val(rng));
+    try {
+      const auto f = GgufFile::from_bytes(m.data(), m.size());
+      for (const auto& t : f.tensors()) (void)f.read(t);
+      ++parsed;
+    } catch (const lowbit::Error&) {
+      ++rejected;
+    }
+  }
+  CHECK(parsed > 0);    // flips inside tensor data keep the file valid
+  CHECK(rejected > 0);  // flips in the header do not
+}
+
+TEST_CASE("gguf: stories260K header matches the models README") {
+  const std::string path = std::string(LOWBIT_SHARED_DIR) + "/models/stories260K.gguf";
+  if (!std::ifstream(path)) {
+    WARN("SKIPPED: " << path << " is absent (needs ../shared beside the project)");
+    return;
+  }
+  const auto f = GgufFile::open(path);
+  CHECK(f.version() == 3);
+  CHECK(f.tensors().size() == 48);
+  CHECK(f.metadata().size() == 19);
+  CHECK(f.alignment() == 32);
+  CHECK(f.data_offset() == 14176);
+  CHECK(f.file_size() == 1185376);
+  CHECK(f.at("tokenizer.ggml.tokens").as_array().size() == 512);
+  CHECK(f.at("tokenizer.ggml.scores").as_array()[300].as_float() == -41.0);
+  CHECK(f.at("tokenizer.ggml.seperator_token_id").as_int() == 4294967295LL);
+  CHECK(f.get_int("llama.feed_forward_length", 0) == 172);
+  CHECK(f.tensor("blk.3.ffn_down.weight").offset == 355840 + 3 * 181760);
+  CHECK(f.tensor("output.weight").offset == 131328);
+  const auto& last = f.tensors().back();
+  CHECK(f.data_offset() + last.offset + last.n_bytes == f.file_size());
+  CHECK(f.read("output.weight") == f.read("token_embd.weight"));
+}

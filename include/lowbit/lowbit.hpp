@@ -9,3 +9,6 @@
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/calib/observer.hpp>
+#include <lowbit/calib/minmax_observer.hpp>
+#include <lowbit/calib/moving_average_observer.hpp>

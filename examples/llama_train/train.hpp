@@ -1,7 +1,7 @@
 // train.hpp: full-sequence training forward and backward of the Llama (every parameter's gradient).
 #pragma once
 
-#include "weights_shim.hpp"
+#include "../llama/model.hpp"
 
 #include <lowbit/core/error.hpp>
 
@@ -347,9 +347,10 @@ void validate(const Params<T>& p, const std::vector<int>& tokens) {
   const Config& c = p.config;
   lowbit::detail::require(c.dim > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.head_dim > 0 &&
                               c.head_dim % 2 == 0 && c.n_heads % c.n_kv_heads == 0 &&
-                              c.n_heads * c.head_dim == c.dim,
-                          "config: expected dim = n_heads*head_dim, even head_dim and n_heads a "
-                          "multiple of n_kv_heads");
+                              c.n_heads * c.head_dim == c.dim &&
+                              (c.rope_dim == 0 || c.rope_dim == c.head_dim),
+                          "config: expected dim = n_heads*head_dim, even head_dim, n_heads a "
+                          "multiple of n_kv_heads and RoPE over the whole head");
   lowbit::detail::require(!tokens.empty(), "tokens: expected at least one token");
   for (size_t i = 0; i < tokens.size(); ++i)
     lowbit::detail::require(tokens[i] >= 0 && tokens[i] < c.vocab_size,

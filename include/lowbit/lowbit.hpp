@@ -12,3 +12,9 @@
 #include <lowbit/calib/observer.hpp>
 #include <lowbit/calib/minmax_observer.hpp>
 #include <lowbit/calib/moving_average_observer.hpp>
+#include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/layer_error.hpp>
+#include <lowbit/ptq/result.hpp>
+#include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/gptq.hpp>

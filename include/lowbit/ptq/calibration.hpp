@@ -1,0 +1,126 @@
+// calibration.hpp: ptq::Calibration, activation statistics of one layer accumulated over batches.
+#pragma once
+
+#include <lowbit/core/error.hpp>
+#include <lowbit/core/quant_params.hpp>
+#include <lowbit/core/types.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lowbit::ptq {
+
+/// What the weight algorithms need to know about a layer's inputs X ([tokens, in_features]),
+/// accumulated batch by batch so callers never keep all tokens: the Gram matrix XᵀX (GPTQ's
+/// Hessian is 2·XᵀX; the layer-output error of any Ŵ follows from it), per-channel mean |x| (AWQ),
+/// per-channel max |x| (SmoothQuant) and the token count. Memory is O(in_features²).
+class Calibration {
+ public:
+  /// Empty statistics for a layer with `features` input features (> 0).
+  explicit Calibration(Index features) : features_(features) {
+    lowbit::detail::require(features > 0, "features: expected > 0, got {}", features);
+    gram_.setZero(features, features);
+    sum_abs_.setZero(features);
+    max_abs_.setZero(features);
+  }
+
+  /// Adds a batch of activations [tokens, features] (finite, non-empty).
+  void add(const Eigen::Ref<const MatrixXfR>& x) {
+    lowbit::detail::require(x.cols() == features_, "x: expected {} columns (features), got {}x{}",
+                    features_, x.rows(), x.cols());
+    lowbit::detail::require_finite(x, "x");
+    // Float products per chunk keep the cost of a float GEMM; the running sum is in double so
+    // millions of tokens do not lose precision.
+    constexpr Index chunk = 1024;
+    Eigen::MatrixXf g(features_, features_);
+    for (Index r0 = 0; r0 < x.rows(); r0 += chunk) {
+      const auto rows = x.middleRows(r0, std::min(chunk, x.rows() - r0));
+      g.setZero();
+      g.selfadjointView<Eigen::Lower>().rankUpdate(rows.transpose());
+      g.triangularView<Eigen::StrictlyUpper>() = g.transpose();
+      gram_ += g.cast<double>();
+      sum_abs_ += rows.cwiseAbs().colwise().sum().transpose().cast<double>();
+      max_abs_ = max_abs_.cwiseMax(rows.cwiseAbs().colwise().maxCoeff().transpose().cast<double>());
+    }
+    tokens_ += x.rows();
+  }
+
+  /// Statistics from a known Gram matrix XᵀX (symmetric, finite, diagonal >= 0) of `tokens`
+  /// tokens. Mean and max |x| are then unknown and set to the per-channel RMS sqrt(diag / tokens).
+  static Calibration from_gram(const Eigen::Ref<const Eigen::MatrixXd>& gram, Index tokens) {
+    lowbit::detail::require(gram.rows() > 0 && gram.rows() == gram.cols(),
+                    "gram: expected a non-empty square matrix, got {}x{}", gram.rows(), gram.cols());
+    lowbit::detail::require(tokens > 0, "tokens: expected > 0, got {}", tokens);
+    lowbit::detail::require(gram.allFinite(), "gram: expected finite values");
+    lowbit::detail::require(gram.isApprox(gram.transpose(), 1e-9) || gram.isZero(),
+                    "gram: expected a symmetric matrix");
+    lowbit::detail::require(gram.diagonal().minCoeff() >= 0.0, "gram: expected a diagonal >= 0");
+    Calibration c(gram.rows());
+    c.gram_ = gram;
+    c.tokens_ = tokens;
+    const Eigen::VectorXd rms = (gram.diagonal() / double(tokens)).cwiseSqrt();
+    c.sum_abs_ = rms * double(tokens);
+    c.max_abs_ = rms;
+    return c;
+  }
+
+  Index features() const { return features_; }
+  Index tokens() const { return tokens_; }
+  bool empty() const { return tokens_ == 0; }
+
+  /// XᵀX summed over every token added (features x features, symmetric).
+  const Eigen::MatrixXd& gram() const { return gram_; }
+  /// Per-channel mean |x|.
+  Eigen::VectorXd mean_abs() const { return sum_abs_ / double(std::max<Index>(tokens_, 1)); }
+  /// Per-channel max |x|.
+  const Eigen::VectorXd& max_abs() const { return max_abs_; }
+  /// Per-channel mean x² = diag(XᵀX) / tokens: llama.cpp's importance matrix.
+  Eigen::VectorXd importance() const {
+    return gram_.diagonal() / double(std::max<Index>(tokens_, 1));
+  }
+
+  /// The statistics of X·diag(factor) (factor finite, one entry per feature), e.g. activations
+  /// after AWQ's or SmoothQuant's per-channel division.
+  Calibration scaled(const Eigen::Ref<const Eigen::VectorXf>& factor) const {
+    lowbit::detail::require(factor.size() == features_, "factor: expected {} entries, got {}", features_,
+                    factor.size());
+    lowbit::detail::require(factor.allFinite(), "factor: expected finite values");
+    const Eigen::VectorXd f = factor.cast<double>();
+    Calibration c(*this);
+    c.gram_ = f.asDiagonal() * gram_ * f.asDiagonal();
+    c.sum_abs_ = sum_abs_.cwiseProduct(f.cwiseAbs());
+    c.max_abs_ = max_abs_.cwiseProduct(f.cwiseAbs());
+    return c;
+  }
+
+ private:
+  Index features_ = 0;
+  Index tokens_ = 0;
+  Eigen::MatrixXd gram_;
+  Eigen::VectorXd sum_abs_, max_abs_;
+};
+
+namespace detail {
+
+/// Throws unless `calib` holds data for a layer with `in_features` inputs.
+inline void require_calibration(const Calibration& calib, Index in_features) {
+  lowbit::detail::require(!calib.empty(), "calib: expected at least one batch of activations (empty calibration)");
+  lowbit::detail::require(calib.features() == in_features,
+          "calib: expected statistics of {} features (W's columns), got {}", in_features,
+          calib.features());
+}
+
+/// Statistics of one matrix of activations.
+inline Calibration calibrate(const Eigen::Ref<const MatrixXfR>& x, Index in_features) {
+  lowbit::detail::require(x.cols() == in_features, "X: expected {} columns (W's in_features), got {}x{}",
+          in_features, x.rows(), x.cols());
+  lowbit::detail::require(x.rows() > 0, "X: expected at least one token (empty calibration)");
+  Calibration c(in_features);
+  c.add(x);
+  return c;
+}
+
+}  // namespace detail
+}  // namespace lowbit::ptq

@@ -18,3 +18,9 @@
 #include <lowbit/ptq/result.hpp>
 #include <lowbit/ptq/rtn.hpp>
 #include <lowbit/ptq/gptq.hpp>
+#include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/linear.hpp>
+#include <lowbit/gemm/packed_weights.hpp>
+#include <lowbit/io/gguf.hpp>

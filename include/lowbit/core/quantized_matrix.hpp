@@ -13,6 +13,14 @@
 
 namespace lowbit {
 
+/// Stored bytes of a rows x cols matrix quantized with `scheme`, as QuantizedMatrix counts them;
+/// lets bit allocators price a choice without quantizing.
+inline size_t quantized_bytes(const Scheme& scheme, Index rows, Index cols) {
+  validate(scheme);
+  const auto n = static_cast<size_t>(param_count(scheme, rows, cols));
+  return packed_row_bytes(cols, scheme.bits) * size_t(rows) + 4 * n + (scheme.symmetric ? 0 : n);
+}
+
 /// A quantized row-major matrix: codes packed `Bits` bits each (rows byte-aligned; INT4 two a
 /// byte with the even index in the low nibble, INT2 four a byte), plus its QuantParams.
 /// Storage accounting (bytes()) counts the packed codes, a float32 per scale and, for
@@ -61,10 +69,7 @@ class QuantizedMatrix {
   MatrixXfR dequantize() const { return lowbit::dequantize(codes(), params_); }
 
   /// Stored bytes: packed codes + 4 per scale + 1 per zero point (asymmetric only).
-  size_t bytes() const {
-    const size_t n = params_.scale.size();
-    return packed_.size() + 4 * n + (params_.scheme.symmetric ? 0 : n);
-  }
+  size_t bytes() const { return rows_ == 0 ? 0 : quantized_bytes(params_.scheme, rows_, cols_); }
 
   /// bytes() * 8 / number of weights.
   double bits_per_weight() const {
@@ -102,14 +107,6 @@ QuantizedMatrix<Bits> quantize_weights(const Eigen::Ref<const MatrixXfR>& W, con
   detail::require(scheme.bits == Bits, "scheme.bits: expected {} for quantize_weights<{}>, got {}",
                   Bits, Bits, scheme.bits);
   return quantize_weights<Bits>(W, choose_params(W, scheme, gamma));
-}
-
-/// Stored bytes of a rows x cols matrix quantized with `scheme`, as QuantizedMatrix counts them;
-/// lets bit allocators price a choice without quantizing.
-inline size_t quantized_bytes(const Scheme& scheme, Index rows, Index cols) {
-  validate(scheme);
-  const auto n = static_cast<size_t>(param_count(scheme, rows, cols));
-  return packed_row_bytes(cols, scheme.bits) * size_t(rows) + 4 * n + (scheme.symmetric ? 0 : n);
 }
 
 }  // namespace lowbit

@@ -1,0 +1,43 @@
+// dispatch.hpp: the kernel table of each Isa, chosen at run time.
+#pragma once
+
+#include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/packed_weights.hpp>
+#include <lowbit/gemm/kernels_avx2.hpp>
+#include <lowbit/gemm/kernels_avx512.hpp>
+#include <lowbit/gemm/kernels_neon.hpp>
+#include <lowbit/gemm/kernels_scalar.hpp>
+#include <lowbit/gemm/reference.hpp>
+
+namespace lowbit::detail {
+
+/// The kernels one Isa provides; all compute exactly what kernels::reference defines.
+struct KernelSet {
+  void (*quantize)(const float* x, Index M, Index K, Index ldx, const PackedWeights& w,
+                   ActivationQuant mode, QuantizedActivations& a);
+  void (*linear_int)(const QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
+                     Index n0, Index n1) noexcept;
+  void (*linear_f32)(const float* x, Index M, Index ldx, const PackedWeights& w, float* y, Index ldy,
+                     Index n0, Index n1) noexcept;
+};
+
+inline KernelSet kernel_set(cpu::Isa isa) {
+  switch (isa) {
+#if defined(LOWBIT_X86)
+    case cpu::Isa::avx512_vnni:
+      return {quantize_activations, kernels::avx512_vnni::linear_int, kernels::avx512_vnni::linear_f32};
+    case cpu::Isa::avx2:
+      return {quantize_activations, kernels::avx2::linear_int, kernels::avx2::linear_f32};
+#elif defined(LOWBIT_AARCH64)
+    case cpu::Isa::neon_dotprod:
+      return {quantize_activations, kernels::neon_dotprod::linear_int, kernels::neon_dotprod::linear_f32};
+    case cpu::Isa::neon:
+      return {quantize_activations, kernels::neon::linear_int, kernels::neon::linear_f32};
+#endif
+    default:
+      return {quantize_activations, kernels::scalar::linear_int, kernels::scalar::linear_f32};
+  }
+}
+
+}  // namespace lowbit::detail

@@ -5,6 +5,7 @@
 #include "train.hpp"
 
 #include <lowbit/core/quant_params.hpp>
+#include <lowbit/gemm/fp16.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
 #include <lowbit/qat/lsq.hpp>
 
@@ -58,7 +59,8 @@ class QatModel {
  public:
   /// `params` maps quantizable_names() entries to their initial QuantParams (typically a PTQ
   /// method's); names not in the map stay float.
-  QatModel(Params<float> latent, std::map<std::string, lowbit::QuantParams> params)
+  QatModel(Params<float> latent, std::map<std::string, lowbit::QuantParams> params,
+           bool half_scales = true)
       : latent_(std::move(latent)), params_(std::move(params)) {
     const auto names = quantizable_names(latent_);
     for (const auto& [name, qp] : params_) {
@@ -70,6 +72,8 @@ class QatModel {
     effective_ = latent_;
     effective_.tied = false;
     effective_.output = latent_.head();
+    half_scales_ = half_scales;
+    if (half_scales_) round_scales_to_half();
     refresh();
   }
 
@@ -88,6 +92,20 @@ class QatModel {
         eff = w;
       else
         lowbit::qat::fake_quantize_into(w, it->second, eff);
+    }
+    // A tied model stores one table: when the head is quantized, the lookup reads it too.
+    if (latent_.tied && params_.count("output")) effective_.token_embd = effective_.output;
+  }
+
+  /// Rounds every per-group step size to the nearest binary16 value, the precision lowbit's
+  /// packed per-group weights store scales in, so the kernels run exactly the trained weights.
+  void round_scales_to_half() {
+    for (auto& [name, qp] : params_) {
+      if (qp.scheme.granularity != lowbit::Granularity::per_group) continue;
+      for (float& s : qp.scale) {
+        uint16_t h = 0;
+        if (lowbit::detail::float_to_half(s, h)) s = lowbit::detail::half_to_float(h);
+      }
     }
   }
 
@@ -161,6 +179,7 @@ class QatModel {
       adam.step(slots);
       for (auto& [name, qp] : params_)
         for (float& s : qp.scale) s = std::max(s, 1e-8f);  // a step size must stay positive
+      if (half_scales_) round_scales_to_half();
       refresh();
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -206,6 +225,7 @@ class QatModel {
   void to_latent_gradients(const Params<float>& ge, Params<float>& gl,
                            std::map<std::string, std::vector<float>>& gscale, bool learn,
                            lowbit::qat::LsqGrads& lsq) const {
+    const bool shared_table = latent_.tied && params_.count("output");
     gl.token_embd = ge.token_embd;
     gl.output_norm = ge.output_norm;
     for (size_t l = 0; l < gl.layers.size(); ++l) {
@@ -213,7 +233,8 @@ class QatModel {
       gl.layers[l].ffn_norm = ge.layers[l].ffn_norm;
     }
     for (const auto& name : quantizable_names(latent_)) {
-      const Mat<float>& g = latent_weight(ge, name);
+      Mat<float> g = latent_weight(ge, name);
+      if (name == "output" && shared_table) g += ge.token_embd;  // both reads of one table
       const Mat<float>& w = latent_weight(latent_, name);
       Mat<float> gx;
       auto it = params_.find(name);
@@ -228,7 +249,9 @@ class QatModel {
       } else {
         lowbit::qat::fake_quantize_backward_into(g, w, it->second, gx);
       }
-      if (name == "output" && latent_.tied)
+      if (name == "output" && shared_table)
+        gl.token_embd = gx;
+      else if (name == "output" && latent_.tied)
         gl.token_embd += gx;
       else
         latent_weight(gl, name) = gx;
@@ -237,6 +260,7 @@ class QatModel {
 
   Params<float> latent_, effective_;
   std::map<std::string, lowbit::QuantParams> params_;
+  bool half_scales_ = true;
 };
 
 }  // namespace llama::train

@@ -92,7 +92,13 @@ TEST_CASE("QAT: effective weights are exactly dequantize(quantize(latent)) befor
     REQUIRE((lowbit::dequantize(lowbit::quantize(lat.token_embd, qo), qo).array() ==
              eff.output.array())
                 .all());
-    REQUIRE(eff.token_embd == lat.token_embd);  // the lookup stays float
+    REQUIRE(eff.token_embd == eff.output);  // the tied lookup reads the same quantized table
+    for (const auto& [name, qp] : model.params())
+      for (float sc : qp.scale) {  // binary16 step sizes, as the packed kernels store them
+        uint16_t h = 0;
+        REQUIRE(lowbit::detail::float_to_half(sc, h));
+        REQUIRE(lowbit::detail::half_to_float(h) == sc);
+      }
   };
   check_exact();
   // Learned step sizes moved and stayed positive; latent weights moved.

@@ -118,7 +118,7 @@ TEST_CASE("QAT: fine-tuning lowers the training loss (STE and LSQ)") {
     INFO("lsq " << lsq);
     std::mt19937 rng(12);
     Params<float> p = tiny(rng);
-    QatModel model(p, minmax_params(p, 2, 16));
+    QatModel model(p, minmax_params(p, 2, 16), /*half_scales=*/false);
     std::vector<std::vector<int>> data = {{1, 5, 9, 13, 17, 21, 25, 29}, {1, 2, 3, 4, 5, 6}};
     QatOptions opt;
     opt.steps = 60;

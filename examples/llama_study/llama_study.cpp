@@ -45,7 +45,8 @@ struct Options {
   std::vector<int> qat_bits{8, 4, 3, 2};
   std::vector<std::string> methods{"rtn", "gamma", "gptq"};
   std::vector<double> budgets{3, 3.5, 4, 4.5, 5, 6};
-  int qat_steps = 120;
+  std::vector<int> mixed_groups{32, 64, 128};
+  int qat_steps = 100;
   long qat_batch = 2048;
   float qat_lr = 5e-4f;
   double kd = 1.0, ce = 0.0;
@@ -177,11 +178,13 @@ int run(const Options& o) {
 
   // Mixed precision: both allocators over widths {2,3,4,5,6,8} g32 (GPTQ), at bits/weight
   // budgets and at exactly the bytes of uniform INT3 / INT4 g32.
-  const auto layers = study::mixed_layers(w, calib, o.group);
+  progress("output Fisher of every Linear (training backward) ...");
+  const auto fisher = study::output_fisher(w, train_seqs, o.calib_tokens);
+  const auto layers = study::mixed_layers(w, calib, o.group, fisher);
   const auto candidates =
-      lowbit::mixed::candidate_grid({2, 3, 4, 5, 6, 8}, {o.group}, lowbit::mixed::Method::gptq);
+      lowbit::mixed::candidate_grid({2, 3, 4, 5, 6, 8}, o.mixed_groups, lowbit::mixed::Method::gptq);
   progress("measuring per-layer distortion curves ...");
-  const auto costs = lowbit::mixed::measure_costs(layers, candidates, study::ptq_measure(calib));
+  const auto costs = lowbit::mixed::measure_costs(layers, candidates, study::ptq_measure(calib, fisher));
   std::vector<std::pair<std::string, lowbit::mixed::Budget>> budgets;
   for (double b : o.budgets)
     budgets.emplace_back(budget_label(b), lowbit::mixed::Budget::bits_per_weight(b));
@@ -354,6 +357,8 @@ int main(int argc, char** argv) {
   app.add_option("--methods", o.methods, "PTQ methods: rtn gamma gptq");
   app.add_option("--budgets", o.budgets, "mixed-precision budgets, bits/weight")
       ->check(CLI::Range(2.0, 32.0));
+  app.add_option("--mixed-groups", o.mixed_groups, "group sizes the measured allocator may pick")
+      ->check(CLI::Range(8, 4096));
   app.add_option("--qat-steps", o.qat_steps, "Adam steps per QAT run")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--qat-batch", o.qat_batch, "predictions per QAT step")

@@ -231,27 +231,69 @@ inline std::string method_name(lowbit::mixed::Method m) {
 }
 
 /// The mixed layers (weights, Gram matrices of their inputs, α and σ²) of every quantizable tensor.
+/// With `fisher`, α is the activation energy times the layer's mean output Fisher (loss per
+/// unit of weight error, so the closed form compares layers in loss).
 inline std::vector<lowbit::mixed::Layer> mixed_layers(
     const llama::Weights& w, const std::map<std::string, lowbit::ptq::Calibration>& calib,
-    int group_size) {
+    int group_size, const std::map<std::string, Eigen::VectorXd>& fisher = {}) {
   std::vector<lowbit::mixed::Layer> layers;
-  for (const auto& name : quantizable_names(w))
+  for (const auto& name : quantizable_names(w)) {
     layers.push_back(lowbit::mixed::describe_layer(name, tensor(w, name),
                                                    calib.at(input_key(name)).gram(), 1.0f,
                                                    lowbit::Scheme::per_group(8, group_size)));
+    auto it = fisher.find(name);
+    if (it != fisher.end()) layers.back().alpha *= it->second.mean();
+  }
   return layers;
 }
 
-/// The mixed allocator's distortion of a candidate: the layer-output error
-/// trace((W - Ŵ) XᵀX (W - Ŵ)ᵀ) of the candidate's PTQ method run with the layer's calibration.
+/// Diagonal empirical Fisher of every Linear's output: per output channel, the mean over tokens
+/// of the squared gradient of the next-token loss with respect to that output, from the training
+/// backward on `sequences` (up to `max_tokens`). It converts a layer's output error into loss.
+inline std::map<std::string, Eigen::VectorXd> output_fisher(
+    const llama::Weights& w, const std::vector<std::vector<int>>& sequences, long max_tokens) {
+  using namespace llama::train;
+  const Params<float> p = from_weights<float>(w);
+  Params<float> g = zeros_like(p);
+  std::map<std::string, Eigen::VectorXd> f;
+  long tokens = 0;
+  for (const auto& s : sequences) {
+    if (tokens >= max_tokens) break;
+    if (s.size() < 2) continue;
+    accumulate_gradient(p, s, nullptr, LossOptions{1.0, 0.0}, 1.0f, g,
+                        [&](const std::string& name, const Mat<float>& dy) {
+                          const Eigen::VectorXd sq =
+                              dy.cast<double>().colwise().squaredNorm().transpose();
+                          auto it = f.find(name);
+                          if (it == f.end())
+                            f.emplace(name, sq);
+                          else
+                            it->second += sq;
+                        });
+    tokens += long(s.size());
+  }
+  for (auto& [name, v] : f) v /= double(std::max(tokens, 1L));
+  return f;
+}
+
+/// The mixed allocator's distortion of a candidate: the layer-output error of the candidate's
+/// PTQ method, sum over output channels r of fisher_r * (W - Ŵ)_r XᵀX (W - Ŵ)_rᵀ — the
+/// second-order loss increase, comparable across layers (plain trace((W - Ŵ) XᵀX (W - Ŵ)ᵀ) when
+/// `fisher` is empty).
 inline lowbit::mixed::MeasureFn ptq_measure(
-    const std::map<std::string, lowbit::ptq::Calibration>& calib) {
-  return [&calib](const lowbit::mixed::Layer& l, const lowbit::mixed::Candidate& c) -> double {
+    const std::map<std::string, lowbit::ptq::Calibration>& calib,
+    const std::map<std::string, Eigen::VectorXd>& fisher) {
+  return [&calib, &fisher](const lowbit::mixed::Layer& l,
+                           const lowbit::mixed::Candidate& c) -> double {
     if (c.keeps_float()) return 0.0;
     const Stored s = quantize_tensor(l.weight, lowbit::mixed::scheme_of(c), method_name(c.method),
                                      calib.at(input_key(l.name)));
-    return lowbit::mixed::weighted_output_error(l.weight, lowbit::dequantize(s.codes, s.params),
-                                                l.gram);
+    const MatrixXfR w_hat = lowbit::dequantize(s.codes, s.params);
+    auto it = fisher.find(l.name);
+    if (it == fisher.end()) return lowbit::mixed::weighted_output_error(l.weight, w_hat, l.gram);
+    const Eigen::MatrixXd d = l.weight.cast<double>() - w_hat.cast<double>();
+    const Eigen::VectorXd rows = (d * l.gram).cwiseProduct(d).rowwise().sum();
+    return std::max(0.0, it->second.dot(rows));
   };
 }
 

@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -401,10 +402,20 @@ Mat<T> forward(const Params<T>& p, const std::vector<int>& tokens, Cache<T>* cac
   return detail::linear(C.hf, p.head());
 }
 
+/// Called during backward with each Linear's name ("blk.N.attn_q", ..., "output") and the
+/// gradient of the loss with respect to its output [tokens, out] (e.g. for Fisher sensitivities).
+template <class T>
+using OutputGradHook = std::function<void(const std::string& name, const Mat<T>& dy)>;
+
 /// Backward from d(loss)/d(logits) through the cached forward; accumulates into `g`.
 template <class T>
-void backward(const Params<T>& p, const Cache<T>& C, const Mat<T>& dlogits, Params<T>& g) {
+void backward(const Params<T>& p, const Cache<T>& C, const Mat<T>& dlogits, Params<T>& g,
+              const typename NoDeduce<OutputGradHook<T>>::type& hook = {}) {
   const Config& c = p.config;
+  auto report = [&](size_t layer, const char* name, const Mat<T>& dy) {
+    if (hook) hook("blk." + std::to_string(layer) + "." + name, dy);
+  };
+  if (hook) hook("output", dlogits);
   Mat<T>& dhead = p.tied ? g.token_embd : g.output;
   Mat<T> dx = detail::rmsnorm_backward(detail::linear_backward(dlogits, C.hf, p.head(), dhead),
                                        C.xf, p.output_norm, C.rf, g.output_norm);
@@ -413,19 +424,26 @@ void backward(const Params<T>& p, const Cache<T>& C, const Mat<T>& dlogits, Para
     const auto& K = C.layers[li];
     auto& G = g.layers[li];
     // x_out = x2 + down(swiglu(gate(h2), up(h2)))
+    report(li, "ffn_down", dx);
     const Mat<T> dm = detail::linear_backward(dx, K.m, L.w_down, G.w_down);
     Mat<T> da, db;
     detail::swiglu_backward(dm, K.a, K.b, da, db);
+    report(li, "ffn_gate", da);
+    report(li, "ffn_up", db);
     Mat<T> dh2 = detail::linear_backward(da, K.h2, L.w_gate, G.w_gate);
     dh2 += detail::linear_backward(db, K.h2, L.w_up, G.w_up);
     const Mat<T> dx2 = dx + detail::rmsnorm_backward(dh2, K.x2, L.ffn_norm, K.r2, G.ffn_norm);
     // x2 = x + wo(attention(rope(wq h1), rope(wk h1), wv h1))
+    report(li, "attn_output", dx2);
     const Mat<T> d_o = detail::linear_backward(dx2, K.o, L.wo, G.wo);
     Mat<T> dk = Mat<T>::Zero(K.k.rows(), K.k.cols()), dv = Mat<T>::Zero(K.v.rows(), K.v.cols());
     Mat<T> dq = detail::attention_backward(d_o, K.q, K.k, K.v, c.n_heads, c.n_kv_heads,
                                            c.head_dim, K.probs, dk, dv);
     detail::rope(dq, c.head_dim, C.cos_t, C.sin_t, true);
     detail::rope(dk, c.head_dim, C.cos_t, C.sin_t, true);
+    report(li, "attn_q", dq);
+    report(li, "attn_k", dk);
+    report(li, "attn_v", dv);
     Mat<T> dh1 = detail::linear_backward(dq, K.h1, L.wq, G.wq);
     dh1 += detail::linear_backward(dk, K.h1, L.wk, G.wk);
     dh1 += detail::linear_backward(dv, K.h1, L.wv, G.wv);
@@ -499,12 +517,13 @@ template <class T>
 LossStats accumulate_gradient(const Params<T>& p, const std::vector<int>& tokens,
                               const typename NoDeduce<Mat<T>>::type* teacher,
                               const LossOptions& opt, T grad_scale,
-                              Params<T>& g) {
+                              Params<T>& g,
+                              const typename NoDeduce<OutputGradHook<T>>::type& hook = {}) {
   Cache<T> cache;
   const Mat<T> logits = forward(p, tokens, &cache);
   LossStats stats;
   const Mat<T> d = loss_gradient(logits, tokens, teacher, opt, grad_scale, stats);
-  backward(p, cache, d, g);
+  backward(p, cache, d, g, hook);
   return stats;
 }
 

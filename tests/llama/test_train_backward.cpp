@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <functional>
+#include <map>
 #include <random>
 
 using namespace llama::train;
@@ -273,4 +274,28 @@ TEST_CASE("training entry points reject bad input") {
   Adam adam(0.1f);
   adam.step({{w.data(), g.data(), 2}});
   REQUIRE_THROWS_AS(adam.step({{w.data(), g.data(), 1}}), lowbit::Error);
+}
+
+TEST_CASE("output-gradient hook reports d(loss)/d(output) of every Linear") {
+  std::mt19937 rng(15);
+  Params<double> p = tiny_params(true, rng);
+  const std::vector<int> tokens = {1, 4, 8, 15, 16, 23};
+  std::map<std::string, MatD> dys;
+  Params<double> g = zeros_like(p);
+  Cache<double> cache;
+  const MatD logits = forward(p, tokens, &cache);
+  LossStats s;
+  const MatD d = loss_gradient(logits, tokens, nullptr, LossOptions{}, 1.0, s);
+  backward(p, cache, d, g, [&](const std::string& n, const MatD& dy) { dys[n] = dy; });
+  REQUIRE(dys.size() == 2 * 7 + 1);
+  // dW = dy^T x for every Linear, with x the cached input.
+  const auto& K = cache.layers[1];
+  REQUIRE((dys["blk.1.ffn_down"].transpose() * K.m).isApprox(g.layers[1].w_down));
+  REQUIRE((dys["blk.1.ffn_up"].transpose() * K.h2).isApprox(g.layers[1].w_up));
+  REQUIRE((dys["blk.1.ffn_gate"].transpose() * K.h2).isApprox(g.layers[1].w_gate));
+  REQUIRE((dys["blk.1.attn_output"].transpose() * K.o).isApprox(g.layers[1].wo));
+  REQUIRE((dys["blk.1.attn_v"].transpose() * K.h1).isApprox(g.layers[1].wv));
+  REQUIRE((dys["blk.1.attn_k"].transpose() * K.h1).isApprox(g.layers[1].wk));
+  REQUIRE((dys["blk.1.attn_q"].transpose() * K.h1).isApprox(g.layers[1].wq));
+  REQUIRE(dys["output"].isApprox(d));
 }

@@ -207,3 +207,50 @@ TEST_CASE("training forward on stories260K matches the engine's forward") {
   REQUIRE(back.output == w.output);
   REQUIRE(back.layers[4].w_up == w.layers[4].w_up);
 }
+
+#include "../../examples/llama_study/study.hpp"
+
+TEST_CASE("study: what QAT trained is what the engine runs on lowbit's kernels") {
+  if (!have_model()) {
+    WARN("SKIPPED: " << model_path() << " is absent (needs ../shared beside the project)");
+    return;
+  }
+  const llama::Weights w = llama::load_weights(model_path(), 512);
+  const std::vector<std::vector<int>> seqs = {{1, 403, 407, 261, 378, 432, 383, 286, 261, 376},
+                                              {1, 298, 315, 421, 395, 317, 426, 338}};
+  std::map<std::string, lowbit::ptq::Calibration> calib;
+  calib = study::capture_calibration(w, seqs, 1000);
+  REQUIRE(calib.size() == 5 * 4 + 1);  // q/k/v and gate/up share inputs; plus the head
+  const study::Plan init = study::uniform_plan(w, calib, lowbit::Scheme::per_group(3, 32), "rtn");
+  // Bytes: every quantized tensor as QuantizedMatrix counts it, norms in float, the tied table once.
+  size_t expect = 4 * size_t(64 + 5 * 128);
+  for (const auto& [name, s] : init)
+    expect += lowbit::QuantizedMatrix<3>(s.codes, s.params).bytes();
+  REQUIRE(study::model_bytes(w, init) == expect);
+  REQUIRE(study::model_bytes(w, {}) == 260032u * 4);
+  QatOptions opt;
+  opt.steps = 2;
+  opt.batch_tokens = 8;
+  llama::Weights trained;
+  const study::Plan plan = study::run_qat(w, init, seqs, opt, trained);
+  REQUIRE(plan.size() == init.size());
+  // The engine on packed kernels vs the training forward of the trained fake-quantized model.
+  llama::Model m = study::build_model(trained, plan);
+  const auto& tokens = seqs[0];
+  const lowbit::MatrixXfR engine_logits = m.forward(tokens);
+  Params<float> eff = from_weights<float>(trained);
+  for (auto& [name, mat] : linear_weights(eff, false))
+    *mat = lowbit::dequantize(plan.at(name).codes, plan.at(name).params);
+  eff.token_embd = lowbit::dequantize(plan.at("output").codes, plan.at("output").params);
+  const Mat<float> train_logits = forward(eff, tokens);
+  const float diff = (engine_logits - train_logits).cwiseAbs().maxCoeff();
+  INFO("max |logit difference| " << diff);
+  REQUIRE(diff < 1e-3f);
+  // The learned step sizes are binary16 values, so the packed kernels store them exactly.
+  for (const auto& [name, s] : plan)
+    for (float sc : s.params.scale) {
+      uint16_t h = 0;
+      REQUIRE(lowbit::detail::float_to_half(sc, h));
+      REQUIRE(lowbit::detail::half_to_float(h) == sc);
+    }
+}

@@ -67,7 +67,13 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
 
 // PNG of PPL against size reduction per kind, with the FP32, +3% and +6% lines, drawn by gnuplot
 // (an external program) from the CSV. Returns false when gnuplot is absent or fails.
-bool write_plot(const std::string& png, const std::string& csv, double fp32_ppl) {
+bool write_plot(const std::string& png, const std::string& csv, const std::vector<Row>& rows) {
+  double lo = 100, hi = 0;  // x range of the quantized rows
+  for (const auto& r : rows)
+    if (r.kind != "fp32") {
+      lo = std::min(lo, r.size_reduction_pct);
+      hi = std::max(hi, r.size_reduction_pct);
+    }
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
   const std::string script = png + ".gp";
   {
@@ -77,8 +83,9 @@ bool write_plot(const std::string& png, const std::string& csv, double fp32_ppl)
       << "set datafile separator ','\n"
       << "set title 'stories260K: perplexity vs size reduction (lowbit PTQ, QAT, mixed precision)'\n"
       << "set xlabel 'size reduction vs FP32 (%)'\nset ylabel 'perplexity (log scale)'\n"
-      << "set logscale y\nset grid\nset key top left\nset xrange [0:100]\n"
-      << fmt::format("fp = {:.6f}\n", fp32_ppl)
+      << "set logscale y\nset grid\nset key top left\n"
+      << fmt::format("set xrange [{:.1f}:{:.1f}]\n", std::max(0.0, lo - 2), std::min(100.0, hi + 2))
+      << fmt::format("fp = {:.6f}\n", rows.front().ppl)
       << "sel(k) = (strcol(1) eq k && strcol(12) eq '1') ? $9 : 1/0\n"
       << "plot fp w l dt 2 lc rgb 'black' t 'FP32', fp*1.03 w l dt 3 lc rgb 'gray40' t 'FP32 +3%', "
          "fp*1.06 w l dt 4 lc rgb 'gray60' t 'FP32 +6%', "
@@ -198,9 +205,18 @@ int run(const Options& o) {
     cf.widths = {2, 3, 4, 5, 6, 8};
     cf.group_size = o.group;
     cf.method = lowbit::mixed::Method::gptq;
-    const std::vector<std::pair<std::string, lowbit::mixed::Allocation>> allocs = {
-        {"measured", lowbit::mixed::allocate_measured(layers, costs, budget)},
-        {"closed", lowbit::mixed::allocate_closed_form(layers, budget, cf)}};
+    // A budget below an allocator's smallest storage (e.g. 3 bits/weight with only 2-bit g32,
+    // which is 3.02 with its scales) skips that allocator, with a note.
+    std::vector<std::pair<std::string, lowbit::mixed::Allocation>> allocs;
+    for (const char* alloc_name : {"measured", "closed"}) {
+      try {
+        allocs.emplace_back(alloc_name, alloc_name == std::string("measured")
+                                            ? lowbit::mixed::allocate_measured(layers, costs, budget)
+                                            : lowbit::mixed::allocate_closed_form(layers, budget, cf));
+      } catch (const lowbit::Error& e) {
+        fmt::print(stderr, "mixed {} at {}: skipped ({})\n", alloc_name, label, e.what());
+      }
+    }
     double best = std::numeric_limits<double>::infinity();
     for (const auto& [alloc_name, a] : allocs) {
       const std::string name = fmt::format("mixed{}_{}_gptq", label, alloc_name);
@@ -305,7 +321,7 @@ int run(const Options& o) {
     write_csv(o.csv, rows);
     fmt::print("wrote {}\n", o.csv);
     if (!o.plot.empty()) {
-      if (write_plot(o.plot, o.csv, rows.front().ppl))
+      if (write_plot(o.plot, o.csv, rows))
         fmt::print("wrote {} (gnuplot)\n", o.plot);
       else
         fmt::print("no plot: gnuplot is not installed (apt-get install gnuplot-nox), or it failed\n");

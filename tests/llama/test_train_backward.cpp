@@ -2,6 +2,7 @@
 // gradient against central finite differences (double precision, tiny random config).
 #include "../../examples/llama_train/adam.hpp"
 #include "../../examples/llama_train/train.hpp"
+#include "tiny_llama.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -16,17 +17,10 @@ using VecD = Vec<double>;
 namespace {
 
 MatD random_mat(Index r, Index c, std::mt19937& rng, double sd = 1.0) {
-  std::normal_distribution<double> n(0.0, sd);
-  MatD m(r, c);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
-  return m;
+  return tiny::random_mat<double>(r, c, rng, sd);
 }
-
 VecD random_vec(Index n, std::mt19937& rng, double mean, double sd) {
-  std::normal_distribution<double> d(mean, sd);
-  VecD v(n);
-  for (Index i = 0; i < n; ++i) v(i) = d(rng);
-  return v;
+  return tiny::random_vec<double>(n, rng, mean, sd);
 }
 
 // Central difference of f at data[i].
@@ -52,38 +46,7 @@ void check_all(const std::function<double()>& f, double* data, const double* ana
 
 double dot(const MatD& a, const MatD& b) { return a.cwiseProduct(b).sum(); }
 
-llama::Config tiny_config() {
-  llama::Config c{};
-  c.dim = 16;
-  c.hidden_dim = 24;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.vocab_size = 32;
-  c.context_length = 16;
-  return c;
-}
-
-Params<double> tiny_params(bool tied, std::mt19937& rng) {
-  const auto c = tiny_config();
-  Params<double> p;
-  p.config = c;
-  p.tied = tied;
-  p.token_embd = random_mat(c.vocab_size, c.dim, rng, 0.5);
-  if (!tied) p.output = random_mat(c.vocab_size, c.dim, rng, 0.3);
-  p.output_norm = random_vec(c.dim, rng, 1.0, 0.3);
-  const double s = 1.0 / std::sqrt(double(c.dim));
-  for (int l = 0; l < c.n_layers; ++l)
-    p.layers.push_back({random_mat(c.dim, c.dim, rng, s),
-                        random_mat(c.n_kv_heads * c.head_dim, c.dim, rng, s),
-                        random_mat(c.n_kv_heads * c.head_dim, c.dim, rng, s),
-                        random_mat(c.dim, c.dim, rng, s), random_mat(c.hidden_dim, c.dim, rng, s),
-                        random_mat(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(24.0)),
-                        random_mat(c.hidden_dim, c.dim, rng, s), random_vec(c.dim, rng, 1.0, 0.3),
-                        random_vec(c.dim, rng, 1.0, 0.3)});
-  return p;
-}
+Params<double> tiny_params(bool tied, std::mt19937& rng) { return tiny::params<double>(tied, rng); }
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 // against the engine's forward.
 #include "../../examples/llama/engine.hpp"
 #include "../../examples/llama_train/qat.hpp"
+#include "tiny_llama.hpp"
 
 #include <lowbit/core/quantize.hpp>
 
@@ -18,35 +19,7 @@ namespace {
 std::string model_path() { return std::string(LOWBIT_SHARED_DIR) + "/models/stories260K.gguf"; }
 bool have_model() { return bool(std::ifstream(model_path())); }
 
-Mat<float> random_mat(Index r, Index c, std::mt19937& rng, float sd) {
-  std::normal_distribution<float> n(0.0f, sd);
-  Mat<float> m(r, c);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
-  return m;
-}
-
-Params<float> tiny(std::mt19937& rng) {
-  llama::Config c;
-  c.dim = 16;
-  c.hidden_dim = 24;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.vocab_size = 32;
-  c.context_length = 16;
-  c.rope_dim = 4;
-  Params<float> p;
-  p.config = c;
-  p.token_embd = random_mat(32, 16, rng, 0.5f);
-  p.output_norm = Vec<float>::Ones(16);
-  for (int l = 0; l < 2; ++l)
-    p.layers.push_back({random_mat(16, 16, rng, 0.25f), random_mat(8, 16, rng, 0.25f),
-                        random_mat(8, 16, rng, 0.25f), random_mat(16, 16, rng, 0.25f),
-                        random_mat(24, 16, rng, 0.25f), random_mat(16, 24, rng, 0.2f),
-                        random_mat(24, 16, rng, 0.25f), Vec<float>::Ones(16), Vec<float>::Ones(16)});
-  return p;
-}
+Params<float> tiny_model(std::mt19937& rng) { return tiny::params<float>(true, rng); }
 
 std::map<std::string, lowbit::QuantParams> minmax_params(Params<float>& p, int bits, int group) {
   std::map<std::string, lowbit::QuantParams> out;
@@ -60,7 +33,7 @@ std::map<std::string, lowbit::QuantParams> minmax_params(Params<float>& p, int b
 
 TEST_CASE("QAT: effective weights are exactly dequantize(quantize(latent)) before and after training") {
   std::mt19937 rng(11);
-  Params<float> p = tiny(rng);
+  Params<float> p = tiny_model(rng);
   const Params<float> teacher = p;
   QatModel model(p, minmax_params(p, 3, 8));
   std::vector<std::vector<int>> data;
@@ -117,7 +90,7 @@ TEST_CASE("QAT: fine-tuning lowers the training loss (STE and LSQ)") {
   for (bool lsq : {false, true}) {
     INFO("lsq " << lsq);
     std::mt19937 rng(12);
-    Params<float> p = tiny(rng);
+    Params<float> p = tiny_model(rng);
     QatModel model(p, minmax_params(p, 2, 16), /*half_scales=*/false);
     std::vector<std::vector<int>> data = {{1, 5, 9, 13, 17, 21, 25, 29}, {1, 2, 3, 4, 5, 6}};
     QatOptions opt;
@@ -135,7 +108,7 @@ TEST_CASE("QAT: fine-tuning lowers the training loss (STE and LSQ)") {
 TEST_CASE("QAT: the latent gradient is the STE-masked effective gradient") {
   // One step of plain SGD-like Adam with lsq off: weights whose codes are clamped get no update.
   std::mt19937 rng(13);
-  Params<float> p = tiny(rng);
+  Params<float> p = tiny_model(rng);
   auto params = minmax_params(p, 4, 16);
   // Shrink one scale so most of that block clamps; those latent weights must not move.
   params["blk.0.attn_q"].scale[0] *= 0.05f;
@@ -161,7 +134,7 @@ TEST_CASE("QAT: the latent gradient is the STE-masked effective gradient") {
 
 TEST_CASE("QAT: rejects bad input") {
   std::mt19937 rng(14);
-  Params<float> p = tiny(rng);
+  Params<float> p = tiny_model(rng);
   auto params = minmax_params(p, 4, 16);
   auto bad = params;
   bad["blk.9.attn_q"] = params["blk.0.attn_q"];

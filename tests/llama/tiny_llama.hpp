@@ -1,0 +1,67 @@
+// tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for training tests.
+#pragma once
+
+#include "../../examples/llama_train/train.hpp"
+
+#include <cmath>
+#include <random>
+
+namespace tiny {
+
+using llama::train::Index;
+using llama::train::Mat;
+using llama::train::Vec;
+
+template <class T>
+Mat<T> random_mat(Index r, Index c, std::mt19937& rng, double sd = 1.0) {
+  std::normal_distribution<double> n(0.0, sd);
+  Mat<T> m(r, c);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = T(n(rng));
+  return m;
+}
+
+template <class T>
+Vec<T> random_vec(Index n, std::mt19937& rng, double mean, double sd) {
+  std::normal_distribution<double> d(mean, sd);
+  Vec<T> v(n);
+  for (Index i = 0; i < n; ++i) v(i) = T(d(rng));
+  return v;
+}
+
+inline llama::Config config() {
+  llama::Config c{};
+  c.dim = 16;
+  c.hidden_dim = 24;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 4;
+  c.vocab_size = 32;
+  c.context_length = 16;
+  c.rope_dim = 4;
+  return c;
+}
+
+/// Random weights of config(); the head is the embedding when `tied`.
+template <class T>
+llama::train::Params<T> params(bool tied, std::mt19937& rng) {
+  const auto c = config();
+  llama::train::Params<T> p;
+  p.config = c;
+  p.tied = tied;
+  p.token_embd = random_mat<T>(c.vocab_size, c.dim, rng, 0.5);
+  if (!tied) p.output = random_mat<T>(c.vocab_size, c.dim, rng, 0.3);
+  p.output_norm = random_vec<T>(c.dim, rng, 1.0, 0.3);
+  const double s = 1.0 / std::sqrt(double(c.dim));
+  const Index kv = Index(c.n_kv_heads) * c.head_dim;
+  for (int l = 0; l < c.n_layers; ++l)
+    p.layers.push_back({random_mat<T>(c.dim, c.dim, rng, s), random_mat<T>(kv, c.dim, rng, s),
+                        random_mat<T>(kv, c.dim, rng, s), random_mat<T>(c.dim, c.dim, rng, s),
+                        random_mat<T>(c.hidden_dim, c.dim, rng, s),
+                        random_mat<T>(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(24.0)),
+                        random_mat<T>(c.hidden_dim, c.dim, rng, s),
+                        random_vec<T>(c.dim, rng, 1.0, 0.3), random_vec<T>(c.dim, rng, 1.0, 0.3)});
+  return p;
+}
+
+}  // namespace tiny

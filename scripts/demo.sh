@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# demo.sh: installs what is missing, builds lowbit's examples in Release and runs the main demo.
+# demo.sh: installs what is missing, builds lowbit's examples in Release and runs the main demo:
+# the PTQ vs QAT vs mixed-precision study on the real stories260K Llama (../shared), writing
+# llama_study.{json,csv,png} to the current folder. Without the model it explains how to point
+# the study at a llama GGUF and runs the synthetic weight-quantization demo instead.
+# Extra arguments go to llama_study (e.g. --budgets 3.5 4 4.5 5 6 --qat-steps 80 for the full run).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
-scripts/setup.sh
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF
-cmake --build build/release -j "$(nproc)" --target quantize_weights
-build/release/examples/quantize_weights "$@"
+"$root/scripts/setup.sh"
+cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF
+cmake --build "$root/build/release" -j "$(nproc)" --target llama_study quantize_weights
+
+model="$root/../shared/models/stories260K.gguf"
+text="$root/../shared/data/tinystories_val.txt"
+if [ -f "$model" ] && [ -f "$text" ]; then
+  "$root/build/release/examples/llama_study/llama_study" --quick --model "$model" --text "$text" \
+    --json llama_study.json --csv llama_study.csv --plot llama_study.png "$@"
+else
+  echo "demo: $model not found."
+  echo "  Run the study on any llama GGUF (F32/F16/BF16/Q8_0/Q4_0) and a plain-text file:"
+  echo "  build/release/examples/llama_study/llama_study --model M.gguf --text T.txt --ctx N"
+  echo "  Meanwhile, the synthetic demo: an LLM-shaped weight matrix at INT8/INT4/INT2."
+  "$root/build/release/examples/quantize_weights"
+fi

@@ -2,6 +2,7 @@
 // quantized models on lowbit's kernels, perplexity rows and the headline figures.
 #pragma once
 
+#include "../llama/backends.hpp"
 #include "../llama/engine.hpp"
 #include "../llama/perplexity.hpp"
 #include "../llama/tokenizer.hpp"
@@ -86,37 +87,9 @@ inline std::string input_key(const std::string& name) {
   return "blk." + std::to_string(l) + "." + shared[k];
 }
 
-/// A Linear on lowbit's packed integer weights with float activations (weight-only), built from
-/// exactly the codes and parameters given.
-class PackedLinear final : public llama::Linear {
- public:
-  template <int Bits>
-  explicit PackedLinear(const lowbit::QuantizedMatrix<Bits>& q)
-      : packed_(lowbit::pack_weights(q)), bytes_(q.bytes()) {
-    opt_.activations = lowbit::ActivationQuant::float32;
-  }
-  MatrixXfR forward(const MatrixXfR& x) const override { return lowbit::linear(x, packed_, opt_); }
-  Index out_features() const override { return packed_.rows(); }
-  Index in_features() const override { return packed_.cols(); }
-  size_t bytes() const override { return bytes_; }
-
- private:
-  lowbit::PackedWeights packed_;
-  lowbit::LinearOptions opt_;
-  size_t bytes_;
-};
-
+/// The stored layer on lowbit's packed kernels with fp32 activations (weight-only), as trained.
 inline std::shared_ptr<const llama::Linear> make_packed_linear(const Stored& s) {
-  switch (s.params.scheme.bits) {
-    case 8: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<8>(s.codes, s.params));
-    case 7: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<7>(s.codes, s.params));
-    case 6: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<6>(s.codes, s.params));
-    case 5: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<5>(s.codes, s.params));
-    case 4: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<4>(s.codes, s.params));
-    case 3: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<3>(s.codes, s.params));
-    case 2: return std::make_shared<PackedLinear>(lowbit::QuantizedMatrix<2>(s.codes, s.params));
-    default: lowbit::detail::fail("params.scheme.bits: expected 2..8, got {}", s.params.scheme.bits);
-  }
+  return llama::make_lowbit_linear(s.codes, s.params, lowbit::ActivationQuant::float32);
 }
 
 /// Number of weights the model stores (norm gains included; a tied table counted once).

@@ -32,6 +32,15 @@ inline void quantize_block(const float* x, Index n, AffineParams p, int qmin, in
   for (Index i = 0; i < n; ++i) out[i] = quantize_value(x[i], inv_scale, p.zero_point, qmin, qmax);
 }
 
+/// Fake-quantizes one row segment: out[i] = dequantize(quantize(x[i])); `out` may alias `x`.
+inline void fake_quantize_block(const float* x, Index n, AffineParams p, int qmin, int qmax,
+                                float* out) noexcept {
+  const float inv_scale = 1.0f / p.scale;
+  for (Index i = 0; i < n; ++i)
+    out[i] = dequantize_value(quantize_value(x[i], inv_scale, p.zero_point, qmin, qmax), p.scale,
+                              p.zero_point);
+}
+
 }  // namespace detail
 
 /// Integer codes of `x` (finite, non-empty) under `params`; throws lowbit::Error on bad input.

@@ -44,14 +44,6 @@ inline std::vector<float> gamma_grid(const GammaSearchOptions& o) {
   return g;
 }
 
-/// out[i] = dequantize(quantize(w[i])) under p: core's rounding, element by element.
-inline void fake_quant(const float* w, Index n, AffineParams p, int qmin, int qmax, float* out) {
-  const float inv_scale = 1.0f / p.scale;
-  for (Index i = 0; i < n; ++i)
-    out[i] = dequantize_value(quantize_value(w[i], inv_scale, p.zero_point, qmin, qmax), p.scale,
-                              p.zero_point);
-}
-
 /// Address of W(r, c) (Ref<const> has no lvalue access).
 inline const float* ptr(const Eigen::Ref<const MatrixXfR>& W, Index r, Index c) {
   return W.data() + r * W.outerStride() + c;
@@ -72,9 +64,11 @@ inline MatrixXfR gamma_delta(const Eigen::Ref<const MatrixXfR>& W, const GammaCa
                              const std::vector<size_t>& pick) {
   MatrixXfR delta(W.rows(), W.cols());
   const int qmin = cand.scheme.qmin(), qmax = cand.scheme.qmax();
-  lowbit::detail::for_each_block(cand.scheme, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
-    fake_quant(ptr(W, r, c0), c1 - c0, cand.params(p, pick[size_t(p)]), qmin, qmax, &delta(r, c0));
-  });
+  lowbit::detail::for_each_block(
+      cand.scheme, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
+        lowbit::detail::fake_quantize_block(ptr(W, r, c0), c1 - c0, cand.params(p, pick[size_t(p)]),
+                                            qmin, qmax, &delta(r, c0));
+      });
   delta = W - delta;
   return delta;
 }
@@ -110,7 +104,8 @@ inline std::vector<size_t> search_gamma_blocks(const Eigen::Ref<const MatrixXfR>
       MatrixXfR dk(W.rows(), m);
       for (size_t k = 0; k < nk; ++k) {
         for (Index r = 0; r < W.rows(); ++r) {
-          fake_quant(ptr(W, r, c0), m, cand.params(r * per_row + g, k), qmin, qmax, &dk(r, 0));
+          lowbit::detail::fake_quantize_block(ptr(W, r, c0), m, cand.params(r * per_row + g, k),
+                                              qmin, qmax, &dk(r, 0));
           dk.row(r) = W.row(r).segment(c0, m) - dk.row(r);
         }
         const MatrixXfR t = dk * G_gg + cross;
@@ -122,8 +117,9 @@ inline std::vector<size_t> search_gamma_blocks(const Eigen::Ref<const MatrixXfR>
           }
       }
       for (Index r = 0; r < W.rows(); ++r) {
-        fake_quant(ptr(W, r, c0), m, cand.params(r * per_row + g, pick[size_t(r * per_row + g)]), qmin,
-                   qmax, &delta(r, c0));
+        lowbit::detail::fake_quantize_block(
+            ptr(W, r, c0), m, cand.params(r * per_row + g, pick[size_t(r * per_row + g)]), qmin,
+            qmax, &delta(r, c0));
         delta.row(r).segment(c0, m) = W.row(r).segment(c0, m) - delta.row(r).segment(c0, m);
       }
     }
@@ -143,17 +139,19 @@ inline std::vector<size_t> search_gamma_blocks(const Eigen::Ref<const MatrixXfR>
     }
   } else {
     std::vector<float> buf(size_t(block_width(s, W.cols())));
-    lowbit::detail::for_each_block(s, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
-      for (size_t k = 0; k < nk; ++k) {
-        fake_quant(ptr(W, r, c0), c1 - c0, cand.params(p, k), qmin, qmax, buf.data());
-        double e = 0.0;
-        for (Index c = c0; c < c1; ++c) {
-          const double d = double(W(r, c)) - double(buf[size_t(c - c0)]);
-          e += (col_weight.size() > 0 ? col_weight[c] : 1.0) * d * d;
-        }
-        cost[size_t(p) * nk + k] += e;
-      }
-    });
+    lowbit::detail::for_each_block(
+        s, W.rows(), W.cols(), [&](Index p, Index r, Index c0, Index c1) {
+          for (size_t k = 0; k < nk; ++k) {
+            lowbit::detail::fake_quantize_block(ptr(W, r, c0), c1 - c0, cand.params(p, k), qmin,
+                                                qmax, buf.data());
+            double e = 0.0;
+            for (Index c = c0; c < c1; ++c) {
+              const double d = double(W(r, c)) - double(buf[size_t(c - c0)]);
+              e += (col_weight.size() > 0 ? col_weight[c] : 1.0) * d * d;
+            }
+            cost[size_t(p) * nk + k] += e;
+          }
+        });
   }
   for (size_t b = 0; b < nb; ++b)
     for (size_t k = 1; k < nk; ++k)
@@ -175,7 +173,8 @@ inline QuantParams search_gamma_params(const Eigen::Ref<const MatrixXfR>& W, con
   const bool output = calib != nullptr && opts.metric == ErrorMetric::output;
   if (calib != nullptr && opts.metric == ErrorMetric::importance) col_weight = calib->importance();
   if (output) gram = calib->gram().cast<float>();
-  const std::vector<size_t> pick = search_gamma_blocks(W, cand, col_weight, output ? &gram : nullptr);
+  const std::vector<size_t> pick =
+      search_gamma_blocks(W, cand, col_weight, output ? &gram : nullptr);
   gammas.resize(pick.size());
   for (size_t b = 0; b < pick.size(); ++b) gammas[b] = cand.grid[pick[b]];
   return params_from_ranges(cand.mins, cand.maxs, scheme, gammas);
@@ -183,22 +182,24 @@ inline QuantParams search_gamma_params(const Eigen::Ref<const MatrixXfR>& W, con
 
 /// For every row of `vals` ([rows, m], one parameter block each): the grid γ whose min-max
 /// parameters minimise Σ_t weight_t·(v − v̂)² (weight empty: all ones). Writes params and γ.
-inline void search_gamma_rows(const Eigen::Ref<const MatrixXfR>& vals, const Eigen::VectorXd& weight,
-                              const Scheme& s, const std::vector<float>& grid,
-                              std::vector<AffineParams>& params, std::vector<float>& gammas) {
+inline void search_gamma_rows(const Eigen::Ref<const MatrixXfR>& vals,
+                              const Eigen::VectorXd& weight, const Scheme& s,
+                              const std::vector<float>& grid, std::vector<AffineParams>& params,
+                              std::vector<float>& gammas) {
   const Index m = vals.cols();
   const int qmin = s.qmin(), qmax = s.qmax();
   std::vector<float> buf(static_cast<size_t>(m));
   params.resize(size_t(vals.rows()));
   gammas.resize(size_t(vals.rows()));
   for (Index r = 0; r < vals.rows(); ++r) {
-    const float lo = std::min(0.0f, vals.row(r).minCoeff()), hi = std::max(0.0f, vals.row(r).maxCoeff());
+    const float lo = std::min(0.0f, vals.row(r).minCoeff()),
+                hi = std::max(0.0f, vals.row(r).maxCoeff());
     double best = std::numeric_limits<double>::infinity();
     for (float gamma : grid) {
       const AffineParams p = lowbit::detail::params_from_range_unchecked(lo, hi, s, gamma);
       double e = 0.0;
       if (grid.size() > 1) {
-        fake_quant(ptr(vals, r, 0), m, p, qmin, qmax, buf.data());
+        lowbit::detail::fake_quantize_block(ptr(vals, r, 0), m, p, qmin, qmax, buf.data());
         for (Index t = 0; t < m; ++t) {
           const double d = double(vals(r, t)) - double(buf[size_t(t)]);
           e += (weight.size() > 0 ? weight[t] : 1.0) * d * d;

@@ -43,15 +43,6 @@ inline void check_grad(const Eigen::Ref<const MatrixXfR>& grad_y,
   require_finite(grad_y, "grad_y");
 }
 
-/// Fake-quantizes one row segment: out[i] = dequantize(quantize(x[i])); `out` may alias `x`.
-inline void fake_quantize_block(const float* x, Index n, AffineParams p, int qmin, int qmax,
-                                float* out) noexcept {
-  const float inv_scale = 1.0f / p.scale;
-  for (Index i = 0; i < n; ++i)
-    out[i] = dequantize_value(quantize_value(x[i], inv_scale, p.zero_point, qmin, qmax), p.scale,
-                              p.zero_point);
-}
-
 /// STE on one row segment: g[i] = gy[i] where the unclamped code lies in [qmin, qmax], else 0.
 inline void ste_block(const float* gy, const float* x, Index n, AffineParams p, int qmin, int qmax,
                       float* g) noexcept {
@@ -73,11 +64,11 @@ inline void fake_quantize_into(const Eigen::Ref<const MatrixXfR>& x, const Quant
   detail::check_input(x, params);
   out.resize(x.rows(), x.cols());
   const int qmin = params.scheme.qmin(), qmax = params.scheme.qmax();
-  detail::for_each_block(params.scheme, x.rows(), x.cols(),
-                         [&](Index p, Index r, Index c0, Index c1) {
-                           detail::fake_quantize_block(detail::row_ptr(x, r, c0), c1 - c0, params.at(p), qmin,
-                                                       qmax, &out(r, c0));
-                         });
+  detail::for_each_block(
+      params.scheme, x.rows(), x.cols(), [&](Index p, Index r, Index c0, Index c1) {
+        lowbit::detail::fake_quantize_block(detail::row_ptr(x, r, c0), c1 - c0, params.at(p), qmin,
+                                            qmax, &out(r, c0));
+      });
 }
 
 /// Fake-quantized x: exactly dequantize(quantize(x, params), params), bit for bit, so training

@@ -11,6 +11,7 @@ packages=(
   libbenchmark-dev                    # benchmarks
   libdnnl-dev                         # benchmarks: oneDNN, the int8 peer (optional in CMake)
   g++-aarch64-linux-gnu qemu-user     # tests: NEON kernels cross-built and run under qemu
+  clang-14 libclang-rt-14-dev         # tests: libFuzzer target for the GGUF reader
   "$@"
 )
 

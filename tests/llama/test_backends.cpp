@@ -2,6 +2,8 @@
 #include "../../examples/llama/backends.hpp"
 #include "../../examples/llama/perplexity.hpp"
 
+#include "sanitized.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -19,18 +21,6 @@ lowbit::MatrixXfR random_matrix(Index rows, Index cols, unsigned seed) {
   for (Index i = 0; i < m.size(); ++i) m.data()[i] = n(rng);
   return m;
 }
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 double rel_err(const lowbit::MatrixXfR& a, const lowbit::MatrixXfR& b) { return (a - b).norm() / b.norm(); }
 

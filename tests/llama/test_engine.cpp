@@ -3,6 +3,8 @@
 #include "../../examples/llama/engine.hpp"
 #include "../../examples/llama/perplexity.hpp"
 
+#include "sanitized.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -15,18 +17,6 @@ namespace {
 
 std::string shared(const std::string& rel) { return std::string(LOWBIT_SHARED_DIR) + "/" + rel; }
 bool have(const std::string& path) { return bool(std::ifstream(path)); }
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // Straightforward scalar llama forward, written independently of engine.hpp: one position at a
 // time, plain loops, double accumulators. Returns logits [tokens][vocab].

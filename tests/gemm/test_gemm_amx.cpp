@@ -302,6 +302,24 @@ TEST_CASE("the emulated AMX kernels equal the reference over awkward shapes and 
   CHECK(fell_back > 10);   // ... and group size 8 took the VNNI-style path
 }
 
+TEST_CASE("groups larger than a k-block are split across k-blocks exactly", "[gemm][amx]") {
+  std::mt19937 rng(50);
+  struct Big { int bits; int gs; Index K; };
+  // gs 1024: 256-row groups in 128-row pieces; gs 520: 130-row groups, 13-row steps, 117-row
+  // pieces that start on odd rows (the nibble widening starts on a high nibble there).
+  for (Big c : {Big{8, 1024, 2100}, Big{4, 1024, 2100}, Big{4, 520, 1300}, Big{8, 520, 1300}})
+    for (bool sym : {true, false})
+      for (auto act : {ActivationQuant::int8, ActivationQuant::uint8, ActivationQuant::int8_per_group}) {
+        const Scheme s = Scheme::per_group(c.bits, c.gs, sym);
+        const auto w = test::random_packed(c.bits, 20, c.K, s, rng, sym ? test::Codes::random : test::Codes::extreme);
+        const auto p = kernels::amx_emu::tile_plan(w);
+        REQUIRE(!p.whole_groups);
+        const MatrixXfR x = test::random_x(33, c.K, rng);
+        INFO("bits " << c.bits << " gs " << c.gs << " sym " << sym << " act " << to_string(act));
+        REQUIRE(same_bits(emu_linear(x, w, act), reference(x, w, act)));
+      }
+}
+
 TEST_CASE("the AMX kernels give the same bytes for any split of N (threads)", "[gemm][amx]") {
   std::mt19937 rng(45);
   const Index M = 33, N = 100, K = 200;

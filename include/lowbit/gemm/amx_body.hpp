@@ -152,7 +152,7 @@ struct TileWorkspace {
   std::vector<int8_t> b;     // the B panel of one k-block: [2][max_block_rows][64]
   std::vector<int32_t> acc;  // C of groups that continue into the next k-block: [Mpad][32]
   std::vector<float> t;      // float sums across groups: [Mpad][32]
-  std::vector<int32_t> c;    // C tiles of one A pair to fold: [2][2][16][16]
+  std::vector<int32_t> c;    // C tiles of one A pair to fold, 2 groups: [2][2][2][16][16]
 
   /// n elements of v, 64-byte aligned.
   template <class T>
@@ -196,55 +196,66 @@ inline void pack_a(const ::lowbit::detail::QuantizedActivations& a, const TilePl
 struct FoldArgs {
   const ::lowbit::detail::QuantizedActivations* a;
   const PackedWeights* w;
-  int32_t* c;        // [mt][j][16][16] C tiles
-  float* t;          // [Mpad][32]
+  int32_t* c;  // C tiles of up to 2 groups: [group][mt][j][16][16]
+  float* t;    // [Mpad][32]
 };
 
-/// For rows m0 + 16 mt + r (< M) and blocks b0 + j: D = C - zw * sum(c) (layouts that hold u) -
-/// za * wsum (uint8 activations), then t = fma(float(D), s_w (* s_a per group), t).
-template <bool FoldsZw, bool PerGroup, bool AsymA, bool AsymW>
+/// Folds F consecutive groups g, g + 1 (F <= 2) of rows m0 + 16 mt + r (< M) and blocks b0 + j
+/// into t: D = C - zw * sum(c) (layouts that hold u) - za * wsum (uint8 activations), then
+/// t = fma(float(D), s_w (* s_a per group), t), group after group as the reference does. Two
+/// groups share one load and one store of t (small groups: fewer stores per group).
+template <bool FoldsZw, bool PerGroup, bool AsymA, bool AsymW, int F>
 void fold_tiles(const FoldArgs& f, Index m0, int mts, Index b0, int nbs, Index g) noexcept {
   const auto& a = *f.a;
   const auto& w = *f.w;
   const int zc = w.zero_const();
   for (int j = 0; j < nbs; ++j) {
     const Index blk = b0 + j;
-    const auto sw = w.half_scales() ? V::load_s16(w.scales16(blk) + g * 16) : V::load_s32(w.scales32(blk) + g * 16);
-    typename V::I zw = V::set_i(0), ws = V::set_i(0);
-    if constexpr (FoldsZw && AsymW) zw = V::load_zw(w.zero_points(blk) + g * 16);
-    if constexpr (AsymA) ws = V::load_i(w.wsums(blk) + g * 16);
+    typename V::F sw[F];
+    typename V::I zw[F], ws[F];
+    for (int q = 0; q < F; ++q) {
+      sw[q] = w.half_scales() ? V::load_s16(w.scales16(blk) + (g + q) * 16) : V::load_s32(w.scales32(blk) + (g + q) * 16);
+      zw[q] = FoldsZw && AsymW ? V::load_zw(w.zero_points(blk) + (g + q) * 16) : V::set_i(0);
+      ws[q] = AsymA ? V::load_i(w.wsums(blk) + (g + q) * 16) : V::set_i(0);
+    }
     for (int mt = 0; mt < mts; ++mt)
       for (Index r = 0; r < 16; ++r) {
         const Index m = m0 + 16 * mt + r;
         if (m >= a.rows) break;
-        auto d = V::load_i(f.c + ((mt * 2 + j) * 16 + r) * 16);
-        if constexpr (FoldsZw) {
-          const int32_t sq = a.group_sum(m, g);
-          d = V::sub(d, AsymW ? V::mul(zw, V::set_i(sq)) : V::set_i(zc * sq));
-        }
-        if constexpr (AsymA) d = V::sub(d, V::mul(V::set_i(a.zero[size_t(m)]), ws));
-        typename V::F s = sw;
-        if constexpr (PerGroup) s = V::mul(sw, V::set_f(a.row_scale(m, g)));
         float* tp = f.t + m * 32 + 16 * j;
-        V::store(tp, V::fma(V::to_f(d), s, V::load_s32(tp)));
+        auto t = V::load_s32(tp);
+        auto step = [&](int q) LOWBIT_ALWAYS_INLINE {
+          auto d = V::load_i(f.c + q * 1024 + ((mt * 2 + j) * 16 + r) * 16);
+          if constexpr (FoldsZw) {
+            const int32_t sq = a.group_sum(m, g + q);
+            d = V::sub(d, AsymW ? V::mul(zw[q], V::set_i(sq)) : V::set_i(zc * sq));
+          }
+          if constexpr (AsymA) d = V::sub(d, V::mul(V::set_i(a.zero[size_t(m)]), ws[q]));
+          typename V::F s = sw[q];
+          if constexpr (PerGroup) s = V::mul(sw[q], V::set_f(a.row_scale(m, g + q)));
+          t = V::fma(V::to_f(d), s, t);
+        };
+        step(0);
+        if constexpr (F > 1) step(1);
+        V::store(tp, t);
       }
   }
 }
 
 using FoldFn = void (*)(const FoldArgs&, Index, int, Index, int, Index) noexcept;
 
-template <bool FoldsZw>
+template <bool FoldsZw, int F>
 FoldFn choose_fold(bool pg, bool asym_a, bool asym_w) noexcept {
   const int i = int(pg) * 4 + int(asym_a) * 2 + int(asym_w && FoldsZw);
   switch (i) {
-    case 0: return fold_tiles<FoldsZw, false, false, false>;
-    case 1: return fold_tiles<FoldsZw, false, false, true>;
-    case 2: return fold_tiles<FoldsZw, false, true, false>;
-    case 3: return fold_tiles<FoldsZw, false, true, true>;
-    case 4: return fold_tiles<FoldsZw, true, false, false>;
-    case 5: return fold_tiles<FoldsZw, true, false, true>;
-    case 6: return fold_tiles<FoldsZw, true, true, false>;
-    default: return fold_tiles<FoldsZw, true, true, true>;
+    case 0: return fold_tiles<FoldsZw, false, false, false, F>;
+    case 1: return fold_tiles<FoldsZw, false, false, true, F>;
+    case 2: return fold_tiles<FoldsZw, false, true, false, F>;
+    case 3: return fold_tiles<FoldsZw, false, true, true, F>;
+    case 4: return fold_tiles<FoldsZw, true, false, false, F>;
+    case 5: return fold_tiles<FoldsZw, true, false, true, F>;
+    case 6: return fold_tiles<FoldsZw, true, true, false, F>;
+    default: return fold_tiles<FoldsZw, true, true, true, F>;
   }
 }
 
@@ -288,7 +299,7 @@ struct BlockArgs {
   const uint8_t* b[2];       // B panel rows of the k-block, 64 bytes a row
   int32_t* acc;              // [Mpad][32]
   FoldArgs fold;
-  FoldFn fold_fn;
+  FoldFn fold_fn[2];         // one group, two groups
 };
 
 /// One pair of A tiles (MT of them) against the panel's blocks (NT) over k-block rows [r0, r1).
@@ -299,6 +310,7 @@ void tile_block(T& tiles, const BlockArgs& x, Index m0, Index b0, Index r0, Inde
   const int8_t* a0 = x.a + (m0 / 16) * steps * abytes;
   const int8_t* a1 = MT > 1 ? a0 + steps * abytes : a0;  // the second A tile's rows, when there is one
   int32_t* acc = x.acc + m0 * 32;
+  Index pending = -1;  // a finished group whose C tiles wait in slot 0 to be folded with the next
   for (Index g = r0 / p.group_rows;; ++g) {
     const Index gb = g * p.group_rows, ge = gb + p.group_len(g);
     const Index p0 = std::max(r0, gb), p1 = std::min(r1, ge);
@@ -323,13 +335,19 @@ void tile_block(T& tiles, const BlockArgs& x, Index m0, Index b0, Index r0, Inde
       if constexpr (MT > 1) tile_dot<L, 2, 5, 6>(tiles);
       if constexpr (MT > 1 && NT > 1) tile_dot<L, 3, 5, 7>(tiles);
     }
-    if (p1 == ge) {
-      c_store<MT, NT>(tiles, x.fold.c, 64, 2 * 256, 256);
-      x.fold_fn(x.fold, m0, MT, b0, NT, g);
+    if (p1 == ge) {  // the group ends here: fold it, together with a pending one
+      c_store<MT, NT>(tiles, x.fold.c + (pending >= 0 ? 1024 : 0), 64, 2 * 256, 256);
+      if (pending >= 0) {
+        x.fold_fn[1](x.fold, m0, MT, b0, NT, pending);
+        pending = -1;
+      } else {
+        pending = g;
+      }
     } else {
       c_store<MT, NT>(tiles, acc, 128, 16 * 32, 16);
     }
   }
+  if (pending >= 0) x.fold_fn[0](x.fold, m0, MT, b0, NT, pending);
 }
 
 template <class L, class T>
@@ -345,9 +363,10 @@ void run_tiles(T& tiles, const ::lowbit::detail::QuantizedActivations& a, const 
   x.acc = TileWorkspace::aligned(ws.acc, size_t(Mpad * 32));
   x.fold.a = &a;
   x.fold.w = &w;
-  x.fold.c = TileWorkspace::aligned(ws.c, size_t(2 * 2 * 16 * 16));
+  x.fold.c = TileWorkspace::aligned(ws.c, size_t(2 * 2 * 2 * 16 * 16));
   x.fold.t = TileWorkspace::aligned(ws.t, size_t(Mpad * 32));
-  x.fold_fn = choose_fold<L::folds_zw>(a.per_group, a.asymmetric, !w.symmetric());
+  x.fold_fn[0] = choose_fold<L::folds_zw, 1>(a.per_group, a.asymmetric, !w.symmetric());
+  x.fold_fn[1] = choose_fold<L::folds_zw, 2>(a.per_group, a.asymmetric, !w.symmetric());
   pack_a(a, p, m_tiles, apack);
 
   tiles.load_config(tile_config(p));

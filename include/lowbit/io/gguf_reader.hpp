@@ -302,7 +302,7 @@ class GgufFile {
     for (uint64_t k = 0; k < n_kv; ++k) {
       std::string key = c.read_string("metadata key");
       const std::string problem = detail::key_problem(key);
-      require(problem.empty(), "gguf: metadata key {}: {}", k, problem);
+      require(problem.empty(), "gguf: metadata key {} {}", k, problem);
       const ValueType t = detail::read_value_type(c, key);
       Value v = detail::read_value(c, t, key, 0);
       require(kv_index_.emplace(key, kv_.size()).second, "gguf: duplicate metadata key '{}'",

@@ -158,7 +158,8 @@ struct GgufLayout {
   Metadata metadata;
   std::vector<TensorInfo> tensors;
   uint32_t alignment = kDefaultAlignment;
-  std::vector<uint8_t> header;  ///< magic .. tensor infos, zero-padded to the alignment
+  std::vector<uint8_t> header;  ///< magic .. tensor infos (without the padding after them)
+  uint64_t data_offset = 0;     ///< header.size() rounded up to the alignment
   uint64_t data_size = 0;       ///< the data section: every tensor padded to the alignment
 };
 
@@ -254,7 +255,7 @@ inline GgufLayout plan_gguf(Metadata metadata, const std::vector<TensorSpec>& sp
     put<uint32_t>(h, uint32_t(t.type));
     put<uint64_t>(h, t.offset);
   }
-  h.resize(size_t(align_up(h.size(), l.alignment)), 0);
+  l.data_offset = align_up(h.size(), l.alignment);
   l.metadata = std::move(metadata);
   return l;
 }
@@ -318,9 +319,9 @@ class GgufWriter {
   const std::vector<TensorInfo>& tensors() const { return layout_.tensors; }
   uint32_t alignment() const { return layout_.alignment; }
   /// File offset of the data section.
-  uint64_t data_offset() const { return layout_.header.size(); }
+  uint64_t data_offset() const { return layout_.data_offset; }
   /// The size of the finished file.
-  uint64_t file_size() const { return layout_.header.size() + layout_.data_size; }
+  uint64_t file_size() const { return layout_.data_offset + layout_.data_size; }
   /// Sum of the tensors' stored bytes (without padding).
   uint64_t tensor_bytes() const {
     uint64_t n = 0;
@@ -389,6 +390,7 @@ class GgufWriter {
       : path_(std::move(path)), layout_(std::move(layout)) {
     file_ = std::make_unique<OutputFile>(path_, inputs);
     file_->write(layout_.header.data(), layout_.header.size());
+    file_->write_zeros(size_t(layout_.data_offset - layout_.header.size()));
     advance();
   }
 
@@ -441,7 +443,8 @@ inline void check_bytes(const GgufLayout& l, const std::vector<TensorData>& tens
 inline std::vector<uint8_t> serialize(const GgufLayout& l, const std::vector<TensorData>& tensors) {
   check_bytes(l, tensors);
   std::vector<uint8_t> out(l.header);
-  out.reserve(size_t(l.header.size() + l.data_size));
+  out.reserve(size_t(l.data_offset + l.data_size));
+  out.resize(size_t(l.data_offset), 0);
   for (const auto& t : tensors) {
     out.insert(out.end(), t.bytes.begin(), t.bytes.end());
     out.resize(size_t(align_up(out.size(), l.alignment)), 0);
@@ -454,6 +457,7 @@ inline void write(const std::string& path, const GgufLayout& l,
   check_bytes(l, tensors);
   OutputFile f(path, inputs);
   f.write(l.header.data(), l.header.size());
+  f.write_zeros(size_t(l.data_offset - l.header.size()));
   for (const auto& t : tensors) {
     f.write(t.bytes.data(), t.bytes.size());
     f.write_zeros(size_t(align_up(t.bytes.size(), l.alignment) - t.bytes.size()));

@@ -94,7 +94,7 @@ class OutputFile {
   }
   /// Appends `n` zero bytes.
   void write_zeros(size_t n) {
-    static constexpr char zeros[256] = {};
+    static constexpr char zeros[4096] = {};
     while (n > 0) {
       const size_t k = n < sizeof(zeros) ? n : sizeof(zeros);
       write(zeros, k);

@@ -670,6 +670,9 @@ TEST_CASE("gguf writer: refuses the input file, unwritable folders and bad paths
     WARN("running as root: a read-only folder is writable, that check is skipped");
   }
   ::chmod(dir.file("ro").c_str(), 0755);
+  // /proc takes no new files, whoever runs the test (root included).
+  throws_with([&] { lowbit::io::write_gguf("/proc/lowbit-test.gguf", {}, tensors); }, {"path:", "/proc"});
+  CHECK(!fs::exists("/proc/lowbit-test.gguf"));
   // Bare file names write into the current folder.
   CHECK(lowbit::io::parent_folder("x.gguf") == ".");
   CHECK(lowbit::io::parent_folder("/x.gguf") == "/");

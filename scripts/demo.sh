@@ -8,18 +8,21 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 "$root/scripts/setup.sh"
-cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF
-cmake --build "$root/build/release" -j "$(nproc)" --target llama_study quantize_weights
+# Its own build tree with every option it relies on spelled out (the tests use build/release).
+build="$root/build/demo"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF \
+  -DLOWBIT_BUILD_EXAMPLES=ON -DLOWBIT_BUILD_BENCHMARKS=OFF
+cmake --build "$build" -j "$(nproc)" --target llama_study quantize_weights
 
 model="$root/../shared/models/stories260K.gguf"
 text="$root/../shared/data/tinystories_val.txt"
 if [ -f "$model" ] && [ -f "$text" ]; then
-  "$root/build/release/examples/llama_study/llama_study" --quick --model "$model" --text "$text" \
+  "$build/examples/llama_study/llama_study" --quick --model "$model" --text "$text" \
     --json llama_study.json --csv llama_study.csv --plot llama_study.png "$@"
 else
   echo "demo: $model not found."
   echo "  Run the study on any llama GGUF (F32/F16/BF16/Q8_0/Q4_0) and a plain-text file:"
-  echo "  build/release/examples/llama_study/llama_study --model M.gguf --text T.txt --ctx N"
+  echo "  build/demo/examples/llama_study/llama_study --model M.gguf --text T.txt --ctx N"
   echo "  Meanwhile, the synthetic demo: an LLM-shaped weight matrix at INT8/INT4/INT2."
-  "$root/build/release/examples/quantize_weights"
+  "$build/examples/quantize_weights"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# setup.sh: installs the Debian 12 packages lowbit's build, tests, examples and benchmarks use.
-# Installs only what is missing; needs root (or sudo) when something is.
+# setup.sh: installs the Debian 12 packages lowbit's build, tests, examples and benchmarks use,
+# including what Debian's own CMake package configs pull in. Installs only what is missing; needs
+# root (or sudo) when something is. Extra package names given as arguments are installed too.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev gnuplot-nox  # examples
   libbenchmark-dev                    # benchmarks
   libdnnl-dev                         # benchmarks: oneDNN, the int8 peer (optional in CMake)
+  ocl-icd-opencl-dev                  # ... whose dnnl-config.cmake requires OpenCL (a Recommends)
   g++-aarch64-linux-gnu qemu-user     # tests: NEON kernels cross-built and run under qemu
   clang-14 libclang-rt-14-dev         # tests: libFuzzer target for the GGUF reader
   "$@"

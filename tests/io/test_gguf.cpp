@@ -275,6 +275,126 @@ TEST_CASE("gguf: hostile headers throw lowbit::Error naming the problem") {
   CHECK_THROWS_AS(GgufFile::from_bytes(nullptr, 4), lowbit::Error);
 }
 
+namespace {
+
+void throws_with(const Bytes& b, std::initializer_list<std::string> parts) {
+  try {
+    (void)b.parse();
+    FAIL("expected lowbit::Error");
+  } catch (const lowbit::Error& e) {
+    INFO(e.what());
+    for (const auto& p : parts) CHECK(std::string(e.what()).find(p) != std::string::npos);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gguf: hostile tensor names, keys and overlapping data are rejected naming the field") {
+  const std::vector<uint8_t> data(256);
+  // Tensor names: empty, 64 bytes (ggml's char[64] needs the NUL, so 63 is the most), a NUL byte.
+  throws_with(Bytes{}.header(1, 0).tensor("", {4}, 0, 0).pad().raw(data), {"tensor 0 name is empty"});
+  throws_with(Bytes{}.header(2, 0).tensor("a", {4}, 0, 0).tensor(std::string(64, 'x'), {4}, 0, 32).pad().raw(data),
+              {"tensor 1 name", "64 bytes long", "at most 63"});
+  throws_with(Bytes{}.header(1, 0).tensor(std::string(1000, 'y'), {4}, 0, 0).pad().raw(data), {"1000 bytes"});
+  throws_with(Bytes{}.header(1, 0).tensor(std::string("a\0b", 3), {4}, 0, 0).pad().raw(data),
+              {"a\\x00b", "NUL"});
+  const auto ok63 = Bytes{}.header(1, 0).tensor(std::string(63, 'z'), {4}, 0, 0).pad().raw(data).parse();
+  CHECK(ok63.tensors()[0].name.size() == 63);
+  // Keys: empty, control bytes, DEL, bytes above 0x7f (UTF-8 too); printable ASCII with spaces is fine.
+  throws_with(Bytes{}.header(0, 1).str("").put<uint32_t>(4).put<uint32_t>(1), {"metadata key 0", "is empty"});
+  throws_with(Bytes{}.header(0, 2).str("ok").put<uint32_t>(4).put<uint32_t>(1).str("bad\nkey").put<uint32_t>(4).put<uint32_t>(1),
+              {"metadata key 1", "bad\\x0akey", "0x0a", "position 3", "printable ASCII"});
+  throws_with(Bytes{}.header(0, 1).str("del\x7f").put<uint32_t>(4).put<uint32_t>(1), {"0x7f"});
+  throws_with(Bytes{}.header(0, 1).str("caf\xc3\xa9").put<uint32_t>(4).put<uint32_t>(1), {"0xc3"});
+  throws_with(Bytes{}.header(0, 1).str(std::string("\0", 1)).put<uint32_t>(4).put<uint32_t>(1), {"0x00"});
+  CHECK(Bytes{}.header(0, 1).str("a key ~!{}").put<uint32_t>(4).put<uint32_t>(1).parse().at("a key ~!{}").as_int() == 1);
+  // Overlapping data ranges: the second tensor starts inside the first (both aligned), a tensor
+  // inside another, the same offset twice, and listed out of order.
+  throws_with(Bytes{}.header(2, 0).tensor("a", {16}, 0, 0).tensor("b", {4}, 0, 32).pad().raw(data),
+              {"tensor 'b'", "data range [32, 48)", "overlaps tensor 'a' at [0, 64)"});
+  throws_with(Bytes{}.header(2, 0).tensor("a", {4}, 0, 0).tensor("b", {4}, 0, 0).pad().raw(data),
+              {"overlaps"});
+  throws_with(Bytes{}.header(3, 0).tensor("c", {4}, 0, 128).tensor("b", {40}, 0, 0).tensor("a", {4}, 0, 96).pad().raw(data),
+              {"tensor 'a'", "overlaps tensor 'b' at [0, 160)"});
+  // Adjacent ranges do not overlap, in any order.
+  const auto adj = Bytes{}.header(3, 0).tensor("c", {8}, 0, 64).tensor("b", {16}, 0, 0).tensor("a", {8}, 0, 96).pad().raw(data).parse();
+  CHECK(adj.tensors().size() == 3);
+}
+
+TEST_CASE("gguf: every ggml type's block is known; types read() cannot decode throw naming them") {
+  // Elements and bytes per block of every ggml type, written out here from ggml's type traits.
+  struct Geometry { uint32_t id; const char* name; uint64_t block, bytes; };
+  const Geometry all[] = {
+      {0, "F32", 1, 4}, {1, "F16", 1, 2}, {2, "Q4_0", 32, 18}, {3, "Q4_1", 32, 20},
+      {6, "Q5_0", 32, 22}, {7, "Q5_1", 32, 24}, {8, "Q8_0", 32, 34}, {9, "Q8_1", 32, 36},
+      {10, "Q2_K", 256, 84}, {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+      {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {16, "IQ2_XXS", 256, 66}, {17, "IQ2_XS", 256, 74},
+      {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50}, {20, "IQ4_NL", 32, 18}, {21, "IQ3_S", 256, 110},
+      {22, "IQ2_S", 256, 82}, {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1}, {25, "I16", 1, 2},
+      {26, "I32", 1, 4}, {27, "I64", 1, 8}, {28, "F64", 1, 8}, {29, "IQ1_M", 256, 56},
+      {30, "BF16", 1, 2}, {34, "TQ1_0", 256, 54}, {35, "TQ2_0", 256, 66}, {39, "MXFP4", 32, 17},
+      {40, "NVFP4", 64, 36}, {41, "Q1_0", 128, 18}, {42, "Q2_0", 64, 18}};
+  const std::vector<std::string> decodable = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
+  for (const auto& g : all) {
+    INFO(g.name);
+    // Two rows of two blocks each, then the data.
+    const uint64_t n_bytes = 4 * g.bytes;
+    const auto f = Bytes{}.header(1, 0).tensor("blk.0.w", {2 * g.block, 2}, g.id, 0).pad()
+                       .raw(std::vector<uint8_t>(size_t(n_bytes), 0)).parse();
+    const auto& t = f.tensor("blk.0.w");
+    CHECK(lowbit::formats::to_string(t.type) == g.name);
+    CHECK(t.n_bytes == n_bytes);
+    CHECK(t.row_bytes() == 2 * g.bytes);
+    CHECK(f.raw(t).size == n_bytes);
+    CHECK(f.raw(t).data == f.tensor_data(t));
+    CHECK(t.bits_per_weight() == 8.0 * double(g.bytes) / double(g.block));
+    if (std::find(decodable.begin(), decodable.end(), g.name) != decodable.end()) {
+      CHECK(f.read(t).size() == lowbit::Index(4 * g.block));
+    } else {
+      try {
+        (void)f.read(t);
+        FAIL("expected lowbit::Error");
+      } catch (const lowbit::Error& e) {
+        INFO(e.what());
+        CHECK(std::string(e.what()).find(std::string("type ") + g.name + " ") != std::string::npos);
+        CHECK(std::string(e.what()).find("'blk.0.w'") != std::string::npos);
+      }
+    }
+    // One byte short of the data is truncated; a row that is not whole blocks is rejected.
+    throws_with(Bytes{}.header(1, 0).tensor("t", {2 * g.block, 2}, g.id, 0).pad()
+                    .raw(std::vector<uint8_t>(size_t(n_bytes - 1), 0)),
+                {"past the end"});
+    if (g.block > 1)
+      throws_with(Bytes{}.header(1, 0).tensor("t", {g.block + 1}, g.id, 0).pad().raw(std::vector<uint8_t>(4096)),
+                  {"block size", g.name});
+  }
+  // Removed ids and ids past the table are unknown.
+  for (uint32_t id : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 43u, 1000u})
+    throws_with(Bytes{}.header(1, 0).tensor("t", {256}, id, 0).pad().raw(std::vector<uint8_t>(2048)),
+                {"unknown tensor type " + std::to_string(id)});
+}
+
+TEST_CASE("gguf: a file of IQ and TQ tensors opens; reading one to float names its type") {
+  const auto f = Bytes{}.header(3, 0)
+                     .tensor("blk.0.attn_q.weight", {256, 2}, 17, 0)    // IQ2_XS: 2 * 74 bytes
+                     .tensor("blk.0.attn_k.weight", {256}, 34, 160)     // TQ1_0: 54 bytes
+                     .tensor("blk.0.attn_norm.weight", {4}, 0, 224)
+                     .pad()
+                     .raw(std::vector<uint8_t>(240, 7))
+                     .parse();
+  CHECK(f.tensor("blk.0.attn_q.weight").n_bytes == 148);
+  CHECK(f.tensor("blk.0.attn_k.weight").n_bytes == 54);
+  CHECK(f.raw("blk.0.attn_q.weight").data[147] == 7);
+  try {
+    (void)f.read("blk.0.attn_q.weight");
+    FAIL("expected lowbit::Error");
+  } catch (const lowbit::Error& e) {
+    CHECK(std::string(e.what()) ==
+          "gguf: tensor 'blk.0.attn_q.weight': reading type IQ2_XS to float is not supported (F32, "
+          "F16, BF16, Q8_0 and Q4_0 are); its raw bytes are available through GgufFile::raw()");
+  }
+}
+
 TEST_CASE("gguf: corpus of truncated and mutated files never crashes") {
   const auto bytes = lowbit::io::serialize_gguf(sample_metadata(), sample_tensors(), 32);
   // Every proper prefix is invalid (the last tensor ends at end of file).

@@ -1,13 +1,17 @@
 // bench_gemm.cpp: lowbit's integer GEMM/GEMV against Eigen fp32 and oneDNN s8s8 (Google Benchmark).
 // Names are <op>/<shape>/threads:<t>; counters GOPS (2*M*N*K per second) and, for GEMV, GBps of
 // weight bytes streamed. Activation quantization is inside the timed op for every int8 path.
+// lowbit's rows use the best Isa of the CPU; where AMX is usable, the prefill rows are repeated
+// with the Isa forced to amx (<op>_amx) and to avx512_vnni (<op>_vnni) to compare the two.
 #include <lowbit/lowbit.hpp>
 
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -99,7 +103,8 @@ void bench_eigen(benchmark::State& st, const Shape& s, int threads) {
   report(st, s, double(s.N) * double(s.K) * 4.0);
 }
 
-void bench_lowbit(benchmark::State& st, const Shape& s, int threads, int bits, int group, ActivationQuant act) {
+void bench_lowbit(benchmark::State& st, const Shape& s, int threads, int bits, int group, ActivationQuant act,
+                  std::optional<cpu::Isa> isa = std::nullopt) {
   struct Data {
     std::vector<PackedWeights> w;
     MatrixXfR x, y;
@@ -118,6 +123,8 @@ void bench_lowbit(benchmark::State& st, const Shape& s, int threads, int bits, i
   set_threads(threads);
   LinearOptions opt;
   opt.activations = act;
+  std::optional<cpu::ScopedIsa> forced;
+  if (isa) forced.emplace(*isa);
   size_t i = 0;
   for (auto _ : st) {
     linear(d.x, d.w[i], d.y, opt);
@@ -193,6 +200,9 @@ void bench_dnnl(benchmark::State& st, const Shape& s, int threads) {
 #endif
 
 void register_all() {
+  const bool amx = cpu::is_supported(cpu::Isa::amx);
+  if (!amx)
+    std::fprintf(stderr, "bench_gemm: skipping the *_amx and *_vnni rows: AMX-INT8 is not usable on this CPU or OS\n");
   for (const Shape& s : shapes)
     for (int t : {1, 2}) {
       const std::string suffix = "/" + s.name + "/threads:" + std::to_string(t);
@@ -205,6 +215,15 @@ void register_all() {
       reg("w4a8_g128", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 4, 128, ActivationQuant::int8); });
       reg("w8a32", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 8, 0, ActivationQuant::float32); });
       reg("w4a32_g32", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 4, 32, ActivationQuant::float32); });
+      if (amx && s.M >= 16)  // the tiles run prefill only; GEMV is avx512_vnni either way
+        for (cpu::Isa isa : {cpu::Isa::amx, cpu::Isa::avx512_vnni}) {
+          const std::string tag = isa == cpu::Isa::amx ? "_amx" : "_vnni";
+          reg("w8a8" + tag, [s, t, isa](benchmark::State& st) { bench_lowbit(st, s, t, 8, 0, ActivationQuant::int8, isa); });
+          reg("w4a8_g32" + tag,
+              [s, t, isa](benchmark::State& st) { bench_lowbit(st, s, t, 4, 32, ActivationQuant::int8, isa); });
+          reg("w4a8_g128" + tag,
+              [s, t, isa](benchmark::State& st) { bench_lowbit(st, s, t, 4, 128, ActivationQuant::int8, isa); });
+        }
 #ifdef LOWBIT_HAVE_DNNL
       reg("onednn_s8s8", [s, t](benchmark::State& st) { bench_dnnl(st, s, t); });
 #endif

@@ -15,6 +15,10 @@ cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS= -DLOWB
   -DLOWBIT_BUILD_EXAMPLES=ON -DLOWBIT_BUILD_BENCHMARKS=ON
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure --no-tests=error -j "$jobs"
+if grep -qw amx_int8 /proc/cpuinfo; then
+  echo "== AMX machine: the kernel tests must run the amx Isa on the real tiles"
+  LOWBIT_REQUIRE_ISAS=amx build/release/tests/test_gemm_kernels
+fi
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"

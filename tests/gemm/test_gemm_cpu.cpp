@@ -5,9 +5,27 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 using namespace lowbit;
 using cpu::Isa;
+
+namespace {
+
+/// The flags Linux reports for the first CPU in /proc/cpuinfo (empty elsewhere): an independent
+/// view of what the CPU and the kernel support.
+std::string cpuinfo_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("flags", 0) == 0) return line + " ";
+  return "";
+}
+
+bool cpuinfo_has(const std::string& flag) { return cpuinfo_flags().find(" " + flag + " ") != std::string::npos; }
+
+}  // namespace
 
 TEST_CASE("supported_isas starts with scalar and ends with the best", "[gemm][cpu]") {
   const auto isas = cpu::supported_isas();
@@ -23,10 +41,17 @@ TEST_CASE("supported_isas starts with scalar and ends with the best", "[gemm][cp
     CHECK(cpu::is_supported(Isa::avx512_vnni));
   CHECK(!cpu::is_supported(Isa::neon));
   CHECK(!cpu::is_supported(Isa::neon_dotprod));
+  // Linux lists amx_tile/amx_int8 only when it supports the tile state, and then grants it.
+  if (cpuinfo_has("amx_tile") && cpuinfo_has("amx_int8") && cpu::is_supported(Isa::avx512_vnni))
+    CHECK(cpu::is_supported(Isa::amx));
+  if (!cpuinfo_flags().empty() && !cpuinfo_has("amx_int8")) CHECK(!cpu::is_supported(Isa::amx));
 #elif defined(__aarch64__)
   CHECK(cpu::is_supported(Isa::neon));
   CHECK(!cpu::is_supported(Isa::avx2));
+  CHECK(!cpu::is_supported(Isa::amx));
 #endif
+  // amx tiles the prefill only: everything else runs on avx512_vnni, which it therefore implies.
+  if (cpu::is_supported(Isa::amx)) CHECK(cpu::is_supported(Isa::avx512_vnni));
 }
 
 TEST_CASE("ScopedIsa forces an Isa and restores the previous one", "[gemm][cpu]") {
@@ -46,14 +71,16 @@ TEST_CASE("ScopedIsa forces an Isa and restores the previous one", "[gemm][cpu]"
 }
 
 TEST_CASE("forcing an Isa this CPU lacks throws", "[gemm][cpu]") {
-  for (Isa i : {Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod})
+  for (Isa i : {Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod, Isa::amx})
     if (!cpu::is_supported(i)) {
       CHECK_THROWS_AS(cpu::ScopedIsa(i), Error);
       CHECK_THROWS_WITH(cpu::require_supported(i), Catch::Contains("not supported"));
     }
   CHECK_THROWS_AS(cpu::parse_isa("sse9"), Error);
   CHECK(cpu::parse_isa("avx512_vnni") == Isa::avx512_vnni);
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod})
+  CHECK(cpu::parse_isa("amx") == Isa::amx);
+  CHECK_THROWS_AS(cpu::parse_isa("AMX"), Error);
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod, Isa::amx})
     CHECK(cpu::parse_isa(cpu::to_string(i)) == i);
 }
 
@@ -66,7 +93,7 @@ TEST_CASE("LOWBIT_ISA selects the Isa, and bad values throw", "[gemm][cpu]") {
   }
   setenv("LOWBIT_ISA", "bogus", 1);
   CHECK_THROWS_AS(cpu::active_isa(), Error);
-  for (Isa i : {Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod})
+  for (Isa i : {Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod, Isa::amx})
     if (!cpu::is_supported(i)) {
       setenv("LOWBIT_ISA", std::string(cpu::to_string(i)).c_str(), 1);
       CHECK_THROWS_AS(cpu::active_isa(), Error);

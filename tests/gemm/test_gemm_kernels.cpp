@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <set>
 #include <vector>
@@ -40,6 +41,14 @@ std::vector<Case> cases() {
     out.push_back({8, Scheme::per_group(8, 32, sym), ActivationQuant::int8_per_group});
   }
   return out;
+}
+
+/// True when Linux lists `flag` for the CPU in /proc/cpuinfo (false where there is none).
+bool cpuinfo_has(const std::string& flag) {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
+  return false;
 }
 
 bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
@@ -88,10 +97,13 @@ TEST_CASE("every Isa equals the reference over awkward shapes and extreme codes"
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512vnni")) CHECK(ran.count(cpu::Isa::avx512_vnni) == 1);
   if (__builtin_cpu_supports("avx2")) CHECK(ran.count(cpu::Isa::avx2) == 1);
+  if (cpuinfo_has("amx_int8") && cpuinfo_has("amx_tile") && __builtin_cpu_supports("avx512vnni"))
+    CHECK(ran.count(cpu::Isa::amx) == 1);
 #elif defined(__aarch64__)
   CHECK(ran.count(cpu::Isa::neon) == 1);
 #endif
-  // scripts/test.sh names the Isas an emulated CPU must have (e.g. "neon,neon_dotprod").
+  // scripts/test.sh names the Isas an emulated CPU must have (e.g. "neon,neon_dotprod"), or that a
+  // machine must run (e.g. "amx" where /proc/cpuinfo lists amx_int8).
   if (const char* want = std::getenv("LOWBIT_REQUIRE_ISAS")) {
     std::string list = want;
     for (size_t p = 0; p < list.size();) {

@@ -12,6 +12,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define LOWBIT_X86 1
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 #define LOWBIT_AARCH64 1
@@ -23,8 +27,9 @@
 namespace lowbit::cpu {
 
 /// Kernel paths, like ruy's Path: each is a complete implementation of every kernel.
-/// `scalar` is portable C++; the others need the named instructions.
-enum class Isa { scalar, avx2, avx512_vnni, neon, neon_dotprod };
+/// `scalar` is portable C++; the others need the named instructions. `amx` tiles the prefill
+/// (M >= 16) of integer activations with AMX-INT8 and runs everything else as avx512_vnni.
+enum class Isa { scalar, avx2, avx512_vnni, neon, neon_dotprod, amx };
 
 inline std::string_view to_string(Isa isa) {
   switch (isa) {
@@ -33,15 +38,16 @@ inline std::string_view to_string(Isa isa) {
     case Isa::avx512_vnni: return "avx512_vnni";
     case Isa::neon: return "neon";
     case Isa::neon_dotprod: return "neon_dotprod";
+    case Isa::amx: return "amx";
   }
   return "unknown";
 }
 
-/// Parses "scalar", "avx2", "avx512_vnni", "neon" or "neon_dotprod"; throws lowbit::Error else.
+/// Parses "scalar", "avx2", "avx512_vnni", "neon", "neon_dotprod" or "amx"; throws lowbit::Error else.
 inline Isa parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod})
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dotprod, Isa::amx})
     if (name == to_string(isa)) return isa;
-  detail::fail("isa: expected scalar|avx2|avx512_vnni|neon|neon_dotprod, got '{}'", name);
+  detail::fail("isa: expected scalar|avx2|avx512_vnni|neon|neon_dotprod|amx, got '{}'", name);
 }
 
 namespace detail {
@@ -49,6 +55,33 @@ namespace detail {
 #if defined(LOWBIT_X86)
 // XCR0 says which register state the OS saves; an ISA is usable only if the OS saves its registers.
 __attribute__((target("xsave"))) inline unsigned long long xcr0() { return __builtin_ia32_xgetbv(0); }
+
+// ---- AMX (Isa::amx) ----
+/// AMX-INT8 with palette 1 (8 tiles of 16 rows x 64 bytes): CPUID.7.0:EDX bits 24 (AMX-TILE) and
+/// 25 (AMX-INT8), the palette's limits in CPUID.1DH.1, XCR0 bits 17 and 18 (the OS saves XTILECFG
+/// and XTILEDATA), and Linux's permission to use the tile data, requested here with
+/// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) and read back with ARCH_GET_XCOMP_PERM.
+/// A refusal (or another OS) means unsupported. Granting is process-wide and detect() runs once
+/// per process. (Once granted, Linux also wants alternate signal stacks, sigaltstack, large enough
+/// for the tile state in this process.)
+inline bool amx_usable(unsigned edx7, unsigned long long xcr0_bits) {
+  if (!(edx7 & (1u << 24)) || !(edx7 & (1u << 25))) return false;
+  if ((xcr0_bits & (3ull << 17)) != (3ull << 17)) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(0x1D, 0, &a, &b, &c, &d) || a < 1) return false;  // max palette
+  if (!__get_cpuid_count(0x1D, 1, &a, &b, &c, &d)) return false;
+  if ((b & 0xFFFF) < 64 || (b >> 16) < 8 || (c & 0xFFFF) < 16) return false;  // bytes/row, names, rows
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long arch_get_xcomp_perm = 0x1022, arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+  if (syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) != 0) return false;
+  unsigned long long granted = 0;
+  if (syscall(SYS_arch_prctl, arch_get_xcomp_perm, &granted) != 0) return false;
+  return (granted >> xfeature_xtiledata) & 1u;
+#else
+  return false;
+#endif
+}
+// ---- end AMX ----
 #endif
 
 /// Bit i set when Isa(i) can run here. Computed once (cpuid/XCR0 on x86, getauxval on ARM).
@@ -67,6 +100,8 @@ inline unsigned detect() {
   if (ymm && avx2 && fma && f16c) mask |= 1u << int(Isa::avx2);
   if (zmm && avx512f && avx512bw && avx512vl && vnni && avx2 && fma && f16c)
     mask |= 1u << int(Isa::avx512_vnni);
+  if (((mask >> int(Isa::avx512_vnni)) & 1u) && amx_usable(d, x))  // amx runs untiled work on VNNI
+    mask |= 1u << int(Isa::amx);
 #elif defined(LOWBIT_AARCH64)
   mask |= 1u << int(Isa::neon);  // Advanced SIMD is part of every AArch64 CPU
   if (getauxval(AT_HWCAP) & (1ul << 20)) mask |= 1u << int(Isa::neon_dotprod);  // HWCAP_ASIMDDP
@@ -93,7 +128,7 @@ inline bool is_supported(Isa isa) { return (detail::supported_mask() >> int(isa)
 /// Every Isa this CPU can run, scalar first, fastest last.
 inline std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::scalar, Isa::neon, Isa::neon_dotprod, Isa::avx2, Isa::avx512_vnni})
+  for (Isa isa : {Isa::scalar, Isa::neon, Isa::neon_dotprod, Isa::avx2, Isa::avx512_vnni, Isa::amx})
     if (is_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -112,7 +147,7 @@ inline void require_supported(Isa isa) {
 }
 
 /// The Isa the kernels use now: a ScopedIsa override, else the environment variable LOWBIT_ISA
-/// (scalar|avx2|avx512_vnni|neon|neon_dotprod), else best_isa(). Throws lowbit::Error when
+/// (scalar|avx2|avx512_vnni|neon|neon_dotprod|amx), else best_isa(). Throws lowbit::Error when
 /// LOWBIT_ISA names an unknown ISA or one this CPU lacks.
 inline Isa active_isa() {
   const int f = detail::forced().load(std::memory_order_relaxed);

@@ -5,6 +5,7 @@
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/gemm/kernels_avx2.hpp>
+#include <lowbit/gemm/kernels_amx.hpp>
 #include <lowbit/gemm/kernels_avx512.hpp>
 #include <lowbit/gemm/kernels_neon.hpp>
 #include <lowbit/gemm/kernels_scalar.hpp>
@@ -25,6 +26,8 @@ struct KernelSet {
 inline KernelSet kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
+    case cpu::Isa::amx:
+      return {kernels::amx::quantize, kernels::amx::linear_int, kernels::amx::linear_f32};
     case cpu::Isa::avx512_vnni:
       return {kernels::avx512_vnni::quantize, kernels::avx512_vnni::linear_int, kernels::avx512_vnni::linear_f32};
     case cpu::Isa::avx2:

@@ -1,9 +1,11 @@
 // test_rotate.cpp: folded norms and rotated residual stream / heads give the original logits (fp32
 // rounding level) on synthetic llamas and on stories260K; the rotated GGUF reloads with the same
-// logits and its record; rejected inputs.
+// logits and its record; rejected inputs; the study's plans of rotated (untied) models and its
+// held-out validation split.
 #include "../../examples/llama/engine.hpp"
 #include "../../examples/llama/rotate.hpp"
 #include "../../examples/llama/tokenizer.hpp"
+#include "../../examples/llama_study/study.hpp"
 #include "tiny_llama.hpp"
 
 #include <lowbit/ptq/seeded_random.hpp>
@@ -331,4 +333,73 @@ TEST_CASE("rotate: rejected inputs") {
   const auto bytes = lowbit::io::serialize_gguf(meta, llama::gguf_tensors(w));
   CHECK_THROWS_AS(llama::RotationRecord::from_gguf(lowbit::io::GgufFile::from_bytes(bytes.data(), bytes.size())),
                   lowbit::Error);
+}
+
+TEST_CASE("study: a rotated (untied) model's plan quantizes and counts the embedding; INT8 activations") {
+  const llama::Weights w = synthetic(24, 6, 2, 4, 40, true, 21);
+  const auto r = llama::rotate_model(w, {});
+  REQUIRE_FALSE(study::is_tied(r.weights));
+  std::vector<std::vector<int>> seqs;
+  lowbit::ptq::SeededRandom rng(4);
+  for (int s = 0; s < 6; ++s) {
+    std::vector<int> t;
+    for (int i = 0; i < 20; ++i) t.push_back(int(rng.next_u64() % 40));
+    seqs.push_back(t);
+  }
+  const auto calib = study::capture_calibration(r.weights, seqs, 1000);
+  const auto scheme = lowbit::Scheme::per_group(4, 8);
+  const study::Plan plan = study::uniform_plan(r.weights, calib, scheme, "gptq", true);
+  REQUIRE(plan.count("token_embd") == 1);
+  CHECK(plan.at("token_embd").method == "gamma");  // a lookup has no input for GPTQ
+  CHECK(study::uniform_plan(r.weights, calib, scheme, "rtn", true).at("token_embd").method == "rtn");
+  CHECK(study::uniform_plan(w, study::capture_calibration(w, seqs, 1000), scheme, "rtn", true).count("token_embd") == 0);
+  // Bytes: fp32 norms + every quantized tensor (embedding and head separately), counted here by hand.
+  size_t want = 4 * size_t(24 + 2 * 2 * 24) + lowbit::quantized_bytes(scheme, 40, 24) * 2;
+  for (const auto& L : r.weights.layers)
+    for (int k = 0; k < 7; ++k)
+      want += lowbit::quantized_bytes(scheme, llama::linear_weight(L, k).rows(), llama::linear_weight(L, k).cols());
+  CHECK(study::model_bytes(r.weights, plan) == want);
+  study::Plan no_embd = plan;
+  no_embd.erase("token_embd");
+  CHECK(study::model_bytes(r.weights, no_embd) == want - lowbit::quantized_bytes(scheme, 40, 24) + 4 * 40 * 24);
+  // The model runs the dequantized embedding and the packed Linears: exactly a model built by
+  // hand from them; close to an FP32 model of the dequantized weights (the packed kernels keep
+  // scales in binary16); INT8 activations change the logits a little.
+  llama::Weights deq = r.weights;
+  deq.token_embd = lowbit::dequantize(plan.at("token_embd").codes, plan.at("token_embd").params);
+  llama::Model hand(deq);
+  hand.set_output(study::make_packed_linear(plan.at("output")));
+  deq.output = lowbit::dequantize(plan.at("output").codes, plan.at("output").params);
+  for (int l = 0; l < 2; ++l)
+    for (int k = 0; k < 7; ++k) {
+      const auto& s = plan.at("blk." + std::to_string(l) + "." + llama::linear_names()[size_t(k)]);
+      hand.set_linear(l, k, study::make_packed_linear(s));
+      llama::linear_weight(deq.layers[size_t(l)], k) = lowbit::dequantize(s.codes, s.params);
+    }
+  const std::vector<int> tokens = {1, 2, 3, 4, 5, 6};
+  const MatrixXfR want_logits = hand.forward(tokens);
+  llama::Model m = study::build_model(r.weights, plan);
+  CHECK(m.forward(tokens) == want_logits);
+  CHECK(rel_diff(want_logits, logits(deq, tokens)) < 2e-3);
+  llama::Model m8 = study::build_model(r.weights, plan, lowbit::ActivationQuant::int8);
+  const double d8 = rel_diff(m8.forward(tokens), want_logits);
+  CHECK(d8 > 0.0);   // activations really are quantized
+  CHECK(d8 < 0.05);  // to 8 bits
+}
+
+TEST_CASE("study: the validation split is the calibration half's tail, disjoint from the fit part") {
+  llama::Tokenizer tok({"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b"}, std::vector<float>(6, 0.f), 1, 2, 0);
+  // Chunk i is "a" repeated i+1 times: [BOS ▁ a ...] gives i + 2 predictions (context 64).
+  std::vector<std::string> chunks;
+  for (int i = 0; i < 10; ++i) chunks.push_back(std::string(size_t(i + 1), 'a'));
+  const auto v = study::split_validation(chunks, tok, 64, 20);
+  // From the end: 11 + 10 = 21 >= 20 predictions -> the last two chunks.
+  CHECK(v.validation == std::vector<std::string>(chunks.end() - 2, chunks.end()));
+  CHECK(v.validation_predictions == 21);
+  CHECK(v.fit == std::vector<std::string>(chunks.begin(), chunks.end() - 2));
+  REQUIRE(v.fit_sequences.size() == 8);
+  CHECK(v.fit_sequences[0] == llama::chunk_tokens(tok, chunks[0], 64));
+  CHECK_THROWS_AS(study::split_validation(chunks, tok, 64, 0), lowbit::Error);
+  CHECK_THROWS_AS(study::split_validation(chunks, tok, 64, 1000), lowbit::Error);  // nothing left to fit
+  CHECK_THROWS_AS(study::split_validation({}, tok, 64, 1), lowbit::Error);
 }

@@ -179,14 +179,19 @@ void print_rotation(const Options& o, const study::ValidationSplit& vs, const st
     const double change = 100.0 * (rot.ppl / plain.ppl - 1.0);
     if (rot.ppl > plain.ppl) hurt.push_back(fmt::format("{} ({:+.2f}%)", st.name, change));
     if (st.chosen != 0) kept.push_back(fmt::format("{} ({})", st.name, rows[st.rows[st.chosen]].transform));
-    const std::string line = fmt::format("{}: rotated (seed chosen on validation) PPL {:.4f} vs plain {:.4f} ({:+.2f}%)",
-                                         st.name, rot.ppl, plain.ppl, change);
+    const Row& chosen = rows[st.rows[st.chosen]];
+    const std::string line = fmt::format(
+        "{}: rotated (seed chosen on validation) PPL {:.4f} vs plain {:.4f} ({:+.2f}%); validation "
+        "chose {} (PPL {:.4f}, {:+.2f}%)",
+        st.name, rot.ppl, plain.ppl, change, chosen.transform, chosen.ppl,
+        100.0 * (chosen.ppl / plain.ppl - 1.0));
     if (st.name == fmt::format("w3_g{}_gptq", o.group))
       fmt::print("goal: rotation lowers INT3 g{} GPTQ perplexity by >= 20%: {} -- {}\n", o.group,
                  change <= -20.0 ? "met" : "NOT met", line);
     else if (st.name == fmt::format("w4_g{}_gptq", o.group))
       fmt::print("goal: rotation does not make 4-bit g{} GPTQ worse: {} -- {}\n", o.group,
-                 change <= 0.0 ? "met" : "NOT met", line);
+                 change <= 0.0 ? "met" : chosen.ppl <= plain.ppl ? "NOT met by the rotation, met by the choice"
+                                                                 : "NOT met", line);
     else if (st.a8)
       fmt::print("report: {}\n", line);
   }

@@ -123,9 +123,10 @@ class Rotation {
     if (X.rows() == 0) return;
     if (kind_ == RotationKind::hadamard) {
       // x·D·H/√n, and x·(D·H)ᵀ/√n = (x·Hᵀ)·D/√n.
-      if (!transpose) X = X * signs_.asDiagonal();
+      const auto signs = signs_.transpose().array();
+      if (!transpose) X.array().rowwise() *= signs;
       hadamard_transform_rows(X, transpose);
-      if (transpose) X = X * signs_.asDiagonal();
+      if (transpose) X.array().rowwise() *= signs;
       X *= scale_;
       return;
     }

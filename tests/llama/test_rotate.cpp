@@ -257,7 +257,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
   std::remove(path.c_str());
 }
 
-TEST_CASE("rotate: stories260K folded and rotated keeps its logits; the GGUF reloads") {
+TEST_CASE("rotate: stories260K folded and rotated keeps its logits and the GGUF reloads") {
   const std::string model_path = shared("models/stories260K.gguf");
   if (!have(model_path)) {
     WARN("SKIPPED: " << model_path << " is absent (needs ../shared beside the project)");
@@ -335,7 +335,7 @@ TEST_CASE("rotate: rejected inputs") {
                   lowbit::Error);
 }
 
-TEST_CASE("study: a rotated (untied) model's plan quantizes and counts the embedding; INT8 activations") {
+TEST_CASE("study: a rotated (untied) model's plan quantizes and counts the embedding, INT8 activations too") {
   const llama::Weights w = synthetic(24, 6, 2, 4, 40, true, 21);
   const auto r = llama::rotate_model(w, {});
   REQUIRE_FALSE(study::is_tied(r.weights));

@@ -1,6 +1,7 @@
 // llama_study.cpp: the study on a real llama GGUF in one run: FP32, best PTQ and QAT at INT8/4/3/2
 // g32, mixed precision (PTQ and QAT) at 3-6 bits/weight and at the sizes of uniform INT3/INT4
 // g32; table, headline figures, JSON, CSV and a gnuplot plot.
+#include "../llama/rotate.hpp"
 #include "study.hpp"
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 namespace {
@@ -52,17 +54,32 @@ struct Options {
   double kd = 1.0, ce = 0.0;
   bool quick = false;
   uint32_t seed = 1234;
+  // Rotation (issue 15): off unless --rotate names a kind.
+  std::string rotate;            ///< "", "auto", "hadamard", "random"
+  bool rotate_heads = false;     ///< also rotate each head's value/output pair
+  int rotate_seeds = 1;          ///< seeds rotate_seed .. rotate_seed + rotate_seeds - 1 are tried
+  uint64_t rotate_seed = 0;
+  long val_predictions = 10000;  ///< held-out tail of the calibration half that chooses
+  std::vector<int> act_bits{8, 4};  ///< W<b>A8 settings (INT8 activations) run with --rotate
+  bool rotation_only = false;    ///< skip mixed precision and QAT
 };
+
+std::string num_or_dash(double v, const char* fmt_spec = "{:.4f}") {
+  return std::isnan(v) ? std::string("-") : fmt::format(fmt::runtime(fmt_spec), v);
+}
 
 void write_csv(const std::string& path, const std::vector<Row>& rows) {
   std::ofstream f(path);
   lowbit::detail::require(bool(f), "--csv: cannot write '{}'", path);
   f << "kind,method,weight_bits,group_size,bits_per_weight,bytes,size_reduction_pct,predictions,"
-       "ppl,delta_ppl_pct,tokens_per_s,best\n";
+       "ppl,delta_ppl_pct,tokens_per_s,best,transform,activations,val_ppl,chosen\n";
   for (const auto& r : rows)
-    f << fmt::format("{},{},{},{},{:.4f},{},{:.3f},{},{:.5f},{:.3f},{:.0f},{}\n", r.kind, r.method,
-                     r.weight_bits, r.group_size, r.bits_per_weight, r.bytes, r.size_reduction_pct,
-                     r.predictions, r.ppl, r.delta_ppl_pct, r.tokens_per_s, r.best ? 1 : 0);
+    f << fmt::format("{},{},{},{},{:.4f},{},{:.3f},{},{:.5f},{:.3f},{:.0f},{},{},{},{},{}\n", r.kind,
+                     r.method, r.weight_bits, r.group_size, r.bits_per_weight, r.bytes,
+                     r.size_reduction_pct, r.predictions, r.ppl, r.delta_ppl_pct, r.tokens_per_s,
+                     r.best ? 1 : 0, r.transform, r.activations,
+                     std::isnan(r.val_ppl) ? std::string() : fmt::format("{:.5f}", r.val_ppl),
+                     r.chosen ? 1 : 0);
 }
 
 // PNG of PPL against size reduction per kind, with the FP32, +3% and +6% lines, drawn by gnuplot
@@ -92,7 +109,10 @@ bool write_plot(const std::string& png, const std::string& csv, const std::vecto
       << "'" << csv << "' skip 1 u 7:(sel('ptq')) w p pt 7 ps 1.5 t 'PTQ (best of methods)', "
       << "'" << csv << "' skip 1 u 7:(sel('qat')) w p pt 5 ps 1.5 t 'QAT', "
       << "'" << csv << "' skip 1 u 7:(sel('mixed_ptq')) w p pt 9 ps 1.5 t 'mixed PTQ', "
-      << "'" << csv << "' skip 1 u 7:(sel('mixed_qat')) w p pt 11 ps 1.5 t 'mixed QAT'\n";
+      << "'" << csv << "' skip 1 u 7:(sel('mixed_qat')) w p pt 11 ps 1.5 t 'mixed QAT'";
+    if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.kind == "rotation" && r.best; }))
+      g << ", '" << csv << "' skip 1 u 7:(sel('rotation')) w p pt 13 ps 1.5 t 'PTQ + fold/rotation (chosen on validation)'";
+    g << "\n";
   }
   const bool ok = std::system(("gnuplot '" + script + "' 2>/dev/null").c_str()) == 0;
   std::remove(script.c_str());
@@ -112,7 +132,76 @@ nlohmann::json to_json(const Row& r) {
           {"ppl", r.ppl},
           {"delta_ppl_pct", r.delta_ppl_pct},
           {"tokens_per_s", r.tokens_per_s},
-          {"best", r.best}};
+          {"best", r.best},
+          {"transform", r.transform},
+          {"activations", r.activations},
+          {"val_ppl", std::isnan(r.val_ppl) ? nlohmann::json(nullptr) : nlohmann::json(r.val_ppl)},
+          {"chosen", r.chosen}};
+}
+
+/// One --rotate setting (width, activations, method): its rows, one per candidate (plain, fold,
+/// fold + rotation per seed), the candidate the validation perplexity chose, and the rotated
+/// candidate with the lowest validation perplexity (the seed choice).
+struct RotationSetting {
+  std::string name;
+  bool a8 = false;
+  std::vector<size_t> rows;
+  size_t chosen = 0;
+  size_t best_rotation = 0;
+};
+
+/// The rotation table, the goals of issue 15 and where rotation hurt.
+void print_rotation(const Options& o, const study::ValidationSplit& vs, const std::vector<Row>& rows,
+                    const std::vector<RotationSetting>& settings) {
+  fmt::print("\nrotation: --rotate {}{}, seeds {}..{}; chosen per setting by the perplexity on the held-out "
+             "tail of the calibration half ({} chunks, {} predictions), never on the evaluation half; "
+             "calibration from the {} chunks before it\n\n",
+             o.rotate, o.rotate_heads ? " --rotate-heads" : "", o.rotate_seed,
+             o.rotate_seed + uint64_t(o.rotate_seeds) - 1, vs.validation.size(), vs.validation_predictions,
+             vs.fit.size());
+  fmt::print("{:<18} {:<38} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}  {}\n", "setting", "transform", "bits/w",
+             "bytes", "val PPL", "PPL", "dPPL", "vs plain", "chosen");
+  for (const auto& st : settings) {
+    const Row& plain = rows[st.rows.front()];
+    for (size_t i = 0; i < st.rows.size(); ++i) {
+      const Row& r = rows[st.rows[i]];
+      fmt::print("{:<18} {:<38} {:>7.3f} {:>8} {:>9} {:>9.4f} {:>+8.2f}% {:>+8.2f}%  {}\n",
+                 i == 0 ? st.name : std::string(), r.transform, r.bits_per_weight, r.bytes,
+                 num_or_dash(r.val_ppl), r.ppl, r.delta_ppl_pct, 100.0 * (r.ppl / plain.ppl - 1.0),
+                 r.chosen ? "*" : "");
+    }
+  }
+  fmt::print("\n");
+  std::vector<std::string> hurt, kept;
+  for (const auto& st : settings) {
+    const Row& plain = rows[st.rows.front()];
+    const Row& rot = rows[st.rows[st.best_rotation]];
+    const double change = 100.0 * (rot.ppl / plain.ppl - 1.0);
+    if (rot.ppl > plain.ppl) hurt.push_back(fmt::format("{} ({:+.2f}%)", st.name, change));
+    if (st.chosen != 0) kept.push_back(fmt::format("{} ({})", st.name, rows[st.rows[st.chosen]].transform));
+    const Row& chosen = rows[st.rows[st.chosen]];
+    const std::string line = fmt::format(
+        "{}: rotated (seed chosen on validation) PPL {:.4f} vs plain {:.4f} ({:+.2f}%); validation "
+        "chose {} (PPL {:.4f}, {:+.2f}%)",
+        st.name, rot.ppl, plain.ppl, change, chosen.transform, chosen.ppl,
+        100.0 * (chosen.ppl / plain.ppl - 1.0));
+    if (st.name == fmt::format("w3_g{}_gptq", o.group))
+      fmt::print("goal: rotation lowers INT3 g{} GPTQ perplexity by >= 20%: {} -- {}\n", o.group,
+                 change <= -20.0 ? "met" : "NOT met", line);
+    else if (st.name == fmt::format("w4_g{}_gptq", o.group))
+      fmt::print("goal: rotation does not make 4-bit g{} GPTQ worse: {} -- {}\n", o.group,
+                 change <= 0.0 ? "met" : chosen.ppl <= plain.ppl ? "NOT met by the rotation, met by the choice"
+                                                                 : "NOT met", line);
+    else if (st.a8)
+      fmt::print("report: {}\n", line);
+  }
+  const auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string("none") : s;
+  };
+  fmt::print("rotation hurt (evaluation PPL above plain) in: {}\n", join(hurt));
+  fmt::print("validation chose a transform over plain in: {}\n", join(kept));
 }
 
 int run(const Options& o) {
@@ -141,9 +230,10 @@ int run(const Options& o) {
   std::vector<Row> rows;
   std::map<std::string, study::Plan> plans;  // by method name, for QAT initialisation
   auto evaluate = [&](const std::string& kind, const std::string& method, int bits,
-                      const llama::Weights& weights, const study::Plan& plan) -> Row& {
+                      const llama::Weights& weights, const study::Plan& plan,
+                      lowbit::ActivationQuant act = lowbit::ActivationQuant::float32) -> Row& {
     progress(fmt::format("evaluating {} ...", method));
-    llama::Model m = study::build_model(weights, plan);
+    llama::Model m = study::build_model(weights, plan, act);
     const auto r = study::perplexity(m, halves.evaluation, tok, popt);
     Row row;
     row.kind = kind;
@@ -158,13 +248,20 @@ int run(const Options& o) {
     row.ppl = r.ppl;
     row.tokens_per_s = r.tokens_per_s;
     row.delta_ppl_pct = rows.empty() ? 0.0 : 100.0 * (r.ppl / rows.front().ppl - 1.0);
+    row.activations = act == lowbit::ActivationQuant::int8 ? "int8" : "fp32";
     rows.push_back(row);
     progress_done();
     return rows.back();
   };
 
   evaluate("fp32", "fp32", 32, w, {});
-  const auto calib = study::capture_calibration(w, train_seqs, o.calib_tokens);
+  // With --rotate, the tail of the calibration half is held out to choose by measurement, and
+  // calibration statistics come from the chunks before it only.
+  std::optional<study::ValidationSplit> vs;
+  if (!o.rotate.empty())
+    vs = study::split_validation(halves.calibration, tok, o.context, o.val_predictions);
+  const auto& calib_seqs = vs ? vs->fit_sequences : train_seqs;
+  const auto calib = study::capture_calibration(w, calib_seqs, o.calib_tokens);
 
   // Uniform PTQ: every method at every width; the best per width is QAT's starting point.
   std::map<int, std::string> best_ptq;
@@ -183,81 +280,161 @@ int run(const Options& o) {
     }
   }
 
-  // Mixed precision: both allocators over widths {2,3,4,5,6,8} g32 (GPTQ), at bits/weight
-  // budgets and at exactly the bytes of uniform INT3 / INT4 g32.
-  progress("output Fisher of every Linear (training backward) ...");
-  const auto fisher = study::output_fisher(w, train_seqs, o.calib_tokens);
-  const auto layers = study::mixed_layers(w, calib, o.group, fisher);
-  const auto candidates =
-      lowbit::mixed::candidate_grid({2, 3, 4, 5, 6, 8}, o.mixed_groups, lowbit::mixed::Method::gptq);
-  progress("measuring per-layer distortion curves ...");
-  const auto costs = lowbit::mixed::measure_costs(layers, candidates, study::ptq_measure(calib, fisher));
-  std::vector<std::pair<std::string, lowbit::mixed::Budget>> budgets;
-  for (double b : o.budgets)
-    budgets.emplace_back(budget_label(b), lowbit::mixed::Budget::bits_per_weight(b));
-  for (int b : {3, 4})
-    budgets.emplace_back(fmt::format("=w{}g{}", b, o.group),
-                         lowbit::mixed::Budget::bytes(
-                             study::allocated_bytes(w, lowbit::Scheme::per_group(b, o.group))));
-  std::map<std::string, std::string> best_mixed;  // budget label -> best mixed PTQ method
-  for (const auto& [label, budget] : budgets) {
-    lowbit::mixed::ClosedFormOptions cf;
-    cf.widths = {2, 3, 4, 5, 6, 8};
-    cf.group_size = o.group;
-    cf.method = lowbit::mixed::Method::gptq;
-    // A budget below an allocator's smallest storage (e.g. 3 bits/weight with only 2-bit g32,
-    // which is 3.02 with its scales) skips that allocator, with a note.
-    std::vector<std::pair<std::string, lowbit::mixed::Allocation>> allocs;
-    for (const char* alloc_name : {"measured", "closed"}) {
-      try {
-        allocs.emplace_back(alloc_name, alloc_name == std::string("measured")
-                                            ? lowbit::mixed::allocate_measured(layers, costs, budget)
-                                            : lowbit::mixed::allocate_closed_form(layers, budget, cf));
-      } catch (const lowbit::Error& e) {
-        fmt::print(stderr, "mixed {} at {}: skipped ({})\n", alloc_name, label, e.what());
-      }
+  // Rotation (--rotate): per setting (width, activations, method), the candidates plain, fold
+  // (norm gains folded) and fold + rotation (one per seed) are quantized the same way and scored
+  // on the held-out calibration tail; the lowest validation perplexity is chosen. Every candidate
+  // is also scored on the evaluation half, for the report only.
+  struct Candidate {
+    std::string suffix;  // method-name suffix: "", "_fold", "_rot" or "_rot_s<seed>"
+    llama::Weights weights;
+    llama::RotationRecord record;
+    std::map<std::string, lowbit::ptq::Calibration> calib;
+  };
+  std::vector<RotationSetting> settings;
+  std::vector<Candidate> transforms;
+  if (vs) {
+    llama::PerplexityOptions vopt = popt;
+    vopt.all = true;  // every chunk of the held-out tail
+    transforms.push_back({"", w, {}, calib});
+    llama::RotateOptions fold_only;
+    fold_only.residual = false;
+    const auto make_candidate = [&](const std::string& suffix, const llama::RotateOptions& ro) {
+      progress(fmt::format("transforming ({}) and calibrating ...", suffix));
+      llama::RotatedModel r = llama::rotate_model(w, ro);
+      auto c = study::capture_calibration(r.weights, vs->fit_sequences, o.calib_tokens);
+      transforms.push_back({suffix, std::move(r.weights), r.record, std::move(c)});
+    };
+    make_candidate("_fold", fold_only);
+    for (int i = 0; i < o.rotate_seeds; ++i) {
+      llama::RotateOptions ro;
+      if (o.rotate != "auto") ro.kind = lowbit::ptq::parse_rotation_kind(o.rotate);
+      ro.heads = o.rotate_heads;
+      ro.seed = o.rotate_seed + uint64_t(i);
+      make_candidate(o.rotate_seeds > 1 ? fmt::format("_rot_s{}", ro.seed) : std::string("_rot"), ro);
     }
-    double best = std::numeric_limits<double>::infinity();
-    for (const auto& [alloc_name, a] : allocs) {
-      const std::string name = fmt::format("mixed{}_{}_gptq", label, alloc_name);
-      plans[name] = study::plan_of(w, a, calib);
-      const Row& r = evaluate("mixed_ptq", name, 0, w, plans[name]);
-      if (r.ppl < best) {
-        best = r.ppl;
-        best_mixed[label] = name;
+    std::vector<std::pair<int, bool>> widths;  // (bits, INT8 activations)
+    for (int b : o.bits) widths.emplace_back(b, false);
+    for (int b : o.act_bits) widths.emplace_back(b, true);
+    for (const auto& [b, a8] : widths) {
+      const auto scheme = lowbit::Scheme::per_group(b, o.group);
+      const auto act = a8 ? lowbit::ActivationQuant::int8 : lowbit::ActivationQuant::float32;
+      for (const auto& method : o.methods) {
+        RotationSetting st;
+        st.name = a8 ? fmt::format("w{}a8_g{}_{}", b, o.group, method) : fmt::format("w{}_g{}_{}", b, o.group, method);
+        st.a8 = a8;
+        double best_val = std::numeric_limits<double>::infinity(), best_rot_val = best_val;
+        for (size_t ci = 0; ci < transforms.size(); ++ci) {
+          const Candidate& c = transforms[ci];
+          const std::string name = st.name + c.suffix;
+          progress(fmt::format("rotation: {} ...", name));
+          const bool reuse = c.suffix.empty() && !a8 && plans.count(st.name) != 0;  // the PTQ row above
+          const study::Plan plan = reuse ? plans[st.name]
+                                         : study::uniform_plan(c.weights, c.calib, scheme, method, true);
+          llama::Model vm = study::build_model(c.weights, plan, act);
+          const double val = study::perplexity(vm, vs->validation, tok, vopt).ppl;
+          size_t index = 0;
+          if (reuse) {
+            for (size_t k = 0; k < rows.size(); ++k)
+              if (rows[k].kind == "ptq" && rows[k].method == st.name) index = k;
+          } else {
+            evaluate(c.suffix.empty() ? "ptq_a8" : "rotation", name, b, c.weights, plan, act);
+            index = rows.size() - 1;
+          }
+          rows[index].transform = c.record.describe();
+          rows[index].val_ppl = val;
+          st.rows.push_back(index);
+          if (val < best_val) {
+            best_val = val;
+            st.chosen = ci;
+          }
+          if (c.record.rotated() && val < best_rot_val) {
+            best_rot_val = val;
+            st.best_rotation = ci;
+          }
+        }
+        rows[st.rows[st.chosen]].chosen = true;
+        settings.push_back(std::move(st));
       }
     }
   }
 
-  // QAT: fine-tune from the best PTQ at each width, and from the best mixed allocation at the
-  // uniform INT3 / INT4 sizes.
-  llama::train::QatOptions qopt;
-  qopt.steps = o.qat_steps;
-  qopt.batch_tokens = o.qat_batch;
-  qopt.lr = o.qat_lr;
-  qopt.loss = {o.ce, o.kd};
-  qopt.seed = o.seed;
-  auto qat = [&](const std::string& kind, const std::string& name, int bits,
-                 const study::Plan& init) {
-    llama::Weights trained;
-    const auto t0 = Clock::now();
-    const study::Plan plan = study::run_qat(w, init, train_seqs, qopt, trained,
-                                            [&](const llama::train::QatStep& s) {
-                                              progress(fmt::format("QAT {}: step {}/{} KL {:.4f}",
-                                                                   name, s.step + 1, qopt.steps,
-                                                                   s.kl));
-                                            });
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    progress_done();
-    evaluate(kind, name, bits, trained, plan);
-    fmt::print(stderr, "QAT {}: {} steps in {:.0f} s\n", name, qopt.steps, secs);
-  };
-  for (int b : o.qat_bits)
-    if (best_ptq.count(b)) qat("qat", fmt::format("w{}_g{}_qat", b, o.group), b, plans[best_ptq[b]]);
-  for (int b : {3, 4}) {
-    const std::string label = fmt::format("=w{}g{}", b, o.group);
-    if (best_mixed.count(label))
-      qat("mixed_qat", fmt::format("mixed{}_qat", label), 0, plans[best_mixed[label]]);
+  std::map<std::string, std::string> best_mixed;  // budget label -> best mixed PTQ method
+  if (!o.rotation_only) {
+    // Mixed precision: both allocators over widths {2,3,4,5,6,8} g32 (GPTQ), at bits/weight
+    // budgets and at exactly the bytes of uniform INT3 / INT4 g32.
+    progress("output Fisher of every Linear (training backward) ...");
+    const auto fisher = study::output_fisher(w, train_seqs, o.calib_tokens);
+    const auto layers = study::mixed_layers(w, calib, o.group, fisher);
+    const auto candidates =
+        lowbit::mixed::candidate_grid({2, 3, 4, 5, 6, 8}, o.mixed_groups, lowbit::mixed::Method::gptq);
+    progress("measuring per-layer distortion curves ...");
+    const auto costs = lowbit::mixed::measure_costs(layers, candidates, study::ptq_measure(calib, fisher));
+    std::vector<std::pair<std::string, lowbit::mixed::Budget>> budgets;
+    for (double b : o.budgets)
+      budgets.emplace_back(budget_label(b), lowbit::mixed::Budget::bits_per_weight(b));
+    for (int b : {3, 4})
+      budgets.emplace_back(fmt::format("=w{}g{}", b, o.group),
+                           lowbit::mixed::Budget::bytes(
+                               study::allocated_bytes(w, lowbit::Scheme::per_group(b, o.group))));
+    for (const auto& [label, budget] : budgets) {
+      lowbit::mixed::ClosedFormOptions cf;
+      cf.widths = {2, 3, 4, 5, 6, 8};
+      cf.group_size = o.group;
+      cf.method = lowbit::mixed::Method::gptq;
+      // A budget below an allocator's smallest storage (e.g. 3 bits/weight with only 2-bit g32,
+      // which is 3.02 with its scales) skips that allocator, with a note.
+      std::vector<std::pair<std::string, lowbit::mixed::Allocation>> allocs;
+      for (const char* alloc_name : {"measured", "closed"}) {
+        try {
+          allocs.emplace_back(alloc_name, alloc_name == std::string("measured")
+                                              ? lowbit::mixed::allocate_measured(layers, costs, budget)
+                                              : lowbit::mixed::allocate_closed_form(layers, budget, cf));
+        } catch (const lowbit::Error& e) {
+          fmt::print(stderr, "mixed {} at {}: skipped ({})\n", alloc_name, label, e.what());
+        }
+      }
+      double best = std::numeric_limits<double>::infinity();
+      for (const auto& [alloc_name, a] : allocs) {
+        const std::string name = fmt::format("mixed{}_{}_gptq", label, alloc_name);
+        plans[name] = study::plan_of(w, a, calib);
+        const Row& r = evaluate("mixed_ptq", name, 0, w, plans[name]);
+        if (r.ppl < best) {
+          best = r.ppl;
+          best_mixed[label] = name;
+        }
+      }
+    }
+
+    // QAT: fine-tune from the best PTQ at each width, and from the best mixed allocation at the
+    // uniform INT3 / INT4 sizes.
+    llama::train::QatOptions qopt;
+    qopt.steps = o.qat_steps;
+    qopt.batch_tokens = o.qat_batch;
+    qopt.lr = o.qat_lr;
+    qopt.loss = {o.ce, o.kd};
+    qopt.seed = o.seed;
+    auto qat = [&](const std::string& kind, const std::string& name, int bits,
+                   const study::Plan& init) {
+      llama::Weights trained;
+      const auto t0 = Clock::now();
+      const study::Plan plan = study::run_qat(w, init, train_seqs, qopt, trained,
+                                              [&](const llama::train::QatStep& s) {
+                                                progress(fmt::format("QAT {}: step {}/{} KL {:.4f}",
+                                                                     name, s.step + 1, qopt.steps,
+                                                                     s.kl));
+                                              });
+      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      progress_done();
+      evaluate(kind, name, bits, trained, plan);
+      fmt::print(stderr, "QAT {}: {} steps in {:.0f} s\n", name, qopt.steps, secs);
+    };
+    for (int b : o.qat_bits)
+      if (best_ptq.count(b)) qat("qat", fmt::format("w{}_g{}_qat", b, o.group), b, plans[best_ptq[b]]);
+    for (int b : {3, 4}) {
+      const std::string label = fmt::format("=w{}g{}", b, o.group);
+      if (best_mixed.count(label))
+        qat("mixed_qat", fmt::format("mixed{}_qat", label), 0, plans[best_mixed[label]]);
+    }
   }
 
   // Best-of flags: one PTQ row per width, one mixed PTQ row per budget.
@@ -266,18 +443,22 @@ int run(const Options& o) {
     if (r.kind == "mixed_ptq")
       for (const auto& [label, name] : best_mixed)
         if (r.method.rfind("mixed" + label + "_", 0) == 0) r.best = name == r.method;
+    if (r.kind == "rotation") r.best = r.chosen;  // plotted; listed in the rotation table
+    if (r.kind == "ptq_a8") r.best = false;
   }
 
   // The table.
   fmt::print("lowbit study: {} ({} weights, {} bytes FP32), {} evaluation predictions\n", o.model,
              n_weights, fp32_bytes, rows.front().predictions);
-  fmt::print("QAT: {} steps x {} tokens, Adam lr {}, loss {}*CE + {}*KL(FP32 || model), on the "
-             "calibration half ({} chunks, {} tokens)\n\n",
-             o.qat_steps, o.qat_batch, o.qat_lr, o.ce, o.kd, train_seqs.size(), train_tokens);
+  if (!o.rotation_only)
+    fmt::print("QAT: {} steps x {} tokens, Adam lr {}, loss {}*CE + {}*KL(FP32 || model), on the "
+               "calibration half ({} chunks, {} tokens)\n",
+               o.qat_steps, o.qat_batch, o.qat_lr, o.ce, o.kd, train_seqs.size(), train_tokens);
+  fmt::print("\n");
   fmt::print("{:<10} {:<30} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9}\n", "kind", "method", "bits",
              "bits/w", "bytes", "smaller", "PPL", "dPPL", "tok/s");
   for (const auto& r : rows) {
-    if (!r.best) continue;
+    if (!r.best || r.kind == "rotation" || r.kind == "ptq_a8") continue;
     fmt::print("{:<10} {:<30} {:>6} {:>9.3f} {:>9} {:>8.1f}% {:>8.4f} {:>+7.2f}% {:>9.0f}\n", r.kind,
                r.method, r.weight_bits == 0 ? std::string("mix") : std::to_string(r.weight_bits),
                r.bits_per_weight, r.bytes, r.size_reduction_pct, r.ppl, r.delta_ppl_pct,
@@ -316,6 +497,7 @@ int run(const Options& o) {
   fmt::print("target: >= 80% size reduction within 3% of FP32 PPL: {}\n",
              !std::isnan(h.max_reduction_within_3) && h.max_reduction_within_3 >= 80.0 ? "met"
                                                                                        : "NOT met");
+  if (vs) print_rotation(o, *vs, rows, settings);
 
   if (!o.csv.empty()) {
     write_csv(o.csv, rows);
@@ -341,6 +523,24 @@ int run(const Options& o) {
                      {"method_within_3pct", h.method_within_3},
                      {"best_delta_ppl_at_68pct", num(h.delta_at_68)},
                      {"method_at_68pct", h.method_at_68}};
+    if (vs) {
+      nlohmann::json rs = nlohmann::json::array();
+      for (const auto& st : settings) {
+        nlohmann::json cands = nlohmann::json::array();
+        for (size_t i : st.rows) cands.push_back(rows[i].method);
+        rs.push_back({{"setting", st.name},
+                      {"activations", st.a8 ? "int8" : "fp32"},
+                      {"candidates", cands},
+                      {"chosen", rows[st.rows[st.chosen]].method},
+                      {"best_rotation", rows[st.rows[st.best_rotation]].method}});
+      }
+      j["rotation"] = {{"kind", o.rotate},
+                       {"heads", o.rotate_heads},
+                       {"seeds", {o.rotate_seed, o.rotate_seed + uint64_t(o.rotate_seeds) - 1}},
+                       {"validation_chunks", vs->validation.size()},
+                       {"validation_predictions", vs->validation_predictions},
+                       {"settings", rs}};
+    }
     std::ofstream f(o.json);
     lowbit::detail::require(bool(f), "--json: cannot write '{}'", o.json);
     f << j.dump(2) << "\n";
@@ -388,6 +588,21 @@ int main(int argc, char** argv) {
   app.add_option("--plot", o.plot, "PNG plot drawn by gnuplot ('' to skip)")->capture_default_str();
   app.add_flag("--quick", o.quick,
                "a few minutes: γ-search+GPTQ, budgets 4.5 and 6, QAT at INT4/3/2 for 30 steps of 1024");
+  app.add_option("--rotate", o.rotate,
+                 "add rotated rows: fold the norms, rotate the residual stream (auto: Hadamard where "
+                 "the width has one, else random orthogonal), quantize as above; chosen per setting "
+                 "on a held-out tail of the calibration half")
+      ->check(CLI::IsMember({"auto", "hadamard", "random", "random_orthogonal"}));
+  app.add_flag("--rotate-heads", o.rotate_heads, "also rotate each head's value/output pair");
+  app.add_option("--rotate-seeds", o.rotate_seeds, "rotation seeds to try (chosen on validation)")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--rotate-seed", o.rotate_seed, "first rotation seed")->capture_default_str();
+  app.add_option("--val-predictions", o.val_predictions,
+                 "predictions in the held-out tail of the calibration half (with --rotate)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--act-bits", o.act_bits, "weight widths of the W<b>A8 settings (with --rotate)")
+      ->check(CLI::Range(2, 8));
+  app.add_flag("--rotation-only", o.rotation_only, "skip mixed precision and QAT");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {  // a few minutes on one loaded core
     o.methods = {"gamma", "gptq"};  // RTN is never the best of the three here

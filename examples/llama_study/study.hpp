@@ -87,9 +87,11 @@ inline std::string input_key(const std::string& name) {
   return "blk." + std::to_string(l) + "." + shared[k];
 }
 
-/// The stored layer on lowbit's packed kernels with fp32 activations (weight-only), as trained.
-inline std::shared_ptr<const llama::Linear> make_packed_linear(const Stored& s) {
-  return llama::make_lowbit_linear(s.codes, s.params, lowbit::ActivationQuant::float32);
+/// The stored layer on lowbit's packed kernels, by default with fp32 activations (weight-only),
+/// as trained.
+inline std::shared_ptr<const llama::Linear> make_packed_linear(
+    const Stored& s, lowbit::ActivationQuant activations = lowbit::ActivationQuant::float32) {
+  return llama::make_lowbit_linear(s.codes, s.params, activations);
 }
 
 /// Number of weights the model stores (norm gains included; a tied table counted once).
@@ -104,11 +106,17 @@ inline Index weight_count(const llama::Weights& w) {
 
 /// Every stored byte of the model under `plan`: quantized tensors as QuantizedMatrix counts them
 /// (packed codes, float32 scales, zero points), float tensors and norm gains at 4 bytes a weight.
-/// A tied table is stored once (quantized when the head is).
+/// A tied table is stored once (quantized when the head is); an untied embedding is quantized
+/// when the plan has a "token_embd" entry (e.g. after a rotation untied the head).
 inline size_t model_bytes(const llama::Weights& w, const Plan& plan) {
   size_t n = 4 * size_t(w.output_norm.size());
   for (const auto& L : w.layers) n += 4 * size_t(L.attn_norm.size() + L.ffn_norm.size());
-  if (!is_tied(w)) n += 4 * size_t(w.token_embd.size());
+  if (!is_tied(w)) {
+    auto e = plan.find("token_embd");
+    n += e != plan.end() && e->second.quantized()
+             ? lowbit::quantized_bytes(e->second.params.scheme, w.token_embd.rows(), w.token_embd.cols())
+             : 4 * size_t(w.token_embd.size());
+  }
   for (const auto& name : quantizable_names(w)) {
     const MatrixXfR& t = tensor(w, name);
     auto it = plan.find(name);
@@ -119,21 +127,27 @@ inline size_t model_bytes(const llama::Weights& w, const Plan& plan) {
   return n;
 }
 
-/// The engine model that runs `plan`: quantized Linears on lowbit's packed kernels (weight-only),
-/// and for a tied model whose head is quantized, the lookup reads the same dequantized table.
-inline llama::Model build_model(const llama::Weights& w, const Plan& plan) {
+/// The engine model that runs `plan`: quantized Linears on lowbit's packed kernels with
+/// `activations` (float32: weight-only; int8: W8A8/W4A8 with per-token INT8 activations). For a
+/// tied model whose head is quantized the lookup reads the same dequantized table; an untied
+/// embedding reads its own dequantized table when the plan quantizes "token_embd".
+inline llama::Model build_model(const llama::Weights& w, const Plan& plan,
+                                lowbit::ActivationQuant activations = lowbit::ActivationQuant::float32) {
   llama::Weights run = w;
   auto out = plan.find("output");
   if (is_tied(w) && out != plan.end() && out->second.quantized())
     run.token_embd = lowbit::dequantize(out->second.codes, out->second.params);
+  auto emb = plan.find("token_embd");
+  if (!is_tied(w) && emb != plan.end() && emb->second.quantized())
+    run.token_embd = lowbit::dequantize(emb->second.codes, emb->second.params);
   llama::Model m(run);
   for (const auto& [name, s] : plan) {
-    if (!s.quantized()) continue;
+    if (!s.quantized() || name == "token_embd") continue;
     if (name == "output") {
-      m.set_output(make_packed_linear(s));
+      m.set_output(make_packed_linear(s, activations));
     } else {
       const auto [l, k] = block_index(name);
-      m.set_linear(l, k, make_packed_linear(s));
+      m.set_linear(l, k, make_packed_linear(s, activations));
     }
   }
   return m;
@@ -184,14 +198,51 @@ inline Stored quantize_tensor(const MatrixXfR& W, const lowbit::Scheme& scheme,
   return {std::move(r.codes), std::move(r.params), method};
 }
 
-/// Every quantizable tensor at one scheme and method.
+/// An embedding table (a lookup, no calibration input) in `scheme`: round to nearest for "rtn",
+/// else the γ-search of its weight error (GPTQ needs a layer input, which a lookup has not).
+inline Stored quantize_embedding(const MatrixXfR& E, const lowbit::Scheme& scheme, const std::string& method) {
+  lowbit::ptq::Result r = method == "rtn" ? lowbit::ptq::rtn(E, scheme) : lowbit::ptq::search_gamma(E, scheme);
+  return {std::move(r.codes), std::move(r.params), method == "rtn" ? "rtn" : "gamma"};
+}
+
+/// Every quantizable tensor at one scheme and method; an untied embedding too (quantize_embedding)
+/// when `with_embedding`.
 inline Plan uniform_plan(const llama::Weights& w,
                          const std::map<std::string, lowbit::ptq::Calibration>& calib,
-                         const lowbit::Scheme& scheme, const std::string& method) {
+                         const lowbit::Scheme& scheme, const std::string& method,
+                         bool with_embedding = false) {
   Plan plan;
   for (const auto& name : quantizable_names(w))
     plan[name] = quantize_tensor(tensor(w, name), scheme, method, calib.at(input_key(name)));
+  if (with_embedding && !is_tied(w)) plan["token_embd"] = quantize_embedding(w.token_embd, scheme, method);
   return plan;
+}
+
+/// The calibration half split for choosing by measurement: `validation` is its tail, the last
+/// chunks holding at least `predictions` next-token predictions; `fit` the chunks before them
+/// (calibration statistics and PTQ use only `fit`).
+struct ValidationSplit {
+  std::vector<std::string> fit, validation;
+  std::vector<std::vector<int>> fit_sequences;
+  long validation_predictions = 0;
+};
+inline ValidationSplit split_validation(const std::vector<std::string>& calibration,
+                                        const llama::Tokenizer& tok, int context, long predictions) {
+  lowbit::detail::require(predictions > 0, "predictions: expected > 0, got {}", predictions);
+  ValidationSplit v;
+  size_t cut = calibration.size();
+  while (cut > 0 && v.validation_predictions < predictions) {
+    --cut;
+    const auto ids = llama::chunk_tokens(tok, calibration[cut], context);
+    if (ids.size() >= 2) v.validation_predictions += long(ids.size()) - 1;
+  }
+  lowbit::detail::require(cut > 0 && v.validation_predictions >= predictions,
+                          "calibration: {} chunks cannot hold {} validation predictions and a fit part",
+                          calibration.size(), predictions);
+  v.fit.assign(calibration.begin(), calibration.begin() + long(cut));
+  v.validation.assign(calibration.begin() + long(cut), calibration.end());
+  for (const auto& c : v.fit) v.fit_sequences.push_back(llama::chunk_tokens(tok, c, context));
+  return v;
 }
 
 inline std::string method_name(lowbit::mixed::Method m) {
@@ -332,7 +383,7 @@ inline Plan run_qat(const llama::Weights& w, const Plan& init,
 
 /// One row of the study table.
 struct Row {
-  std::string kind;    ///< fp32, ptq, qat, mixed_ptq, mixed_qat
+  std::string kind;    ///< fp32, ptq, qat, mixed_ptq, mixed_qat; with --rotate ptq_a8, rotation
   std::string method;  ///< e.g. "w4_g32_gptq", "mixed_3.5_measured_gptq", "w3_g32_qat"
   int weight_bits = 32;  ///< nominal width (mixed: the rounded mean of the allocated widths)
   int group_size = 0;
@@ -342,6 +393,12 @@ struct Row {
   long predictions = 0;
   double mean_nll = 0, ppl = 0, delta_ppl_pct = 0, tokens_per_s = 0;
   bool best = true;  ///< shown in the printed table (best of its kind at its size)
+  // With --rotate: how the FP32 weights were transformed before quantization, the activations,
+  // the perplexity on the calibration half's held-out tail and whether that chose this row.
+  std::string transform = "none";   ///< "none", "fold", "fold+hadamard(seed 0)", ...
+  std::string activations = "fp32";  ///< "fp32" (weight-only) or "int8" (W8A8 / W4A8)
+  double val_ppl = std::numeric_limits<double>::quiet_NaN();
+  bool chosen = false;
 };
 
 /// The headline figures the study reports, measured on the rows.

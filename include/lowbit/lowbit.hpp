@@ -24,11 +24,16 @@
 #include <lowbit/calib/percentile_observer.hpp>
 #include <lowbit/ptq/awq.hpp>
 #include <lowbit/ptq/calibration.hpp>
+#include <lowbit/ptq/fold.hpp>
 #include <lowbit/ptq/gamma_search.hpp>
 #include <lowbit/ptq/gptq.hpp>
+#include <lowbit/ptq/hadamard.hpp>
 #include <lowbit/ptq/layer_error.hpp>
+#include <lowbit/ptq/random_orthogonal.hpp>
 #include <lowbit/ptq/result.hpp>
+#include <lowbit/ptq/rotation.hpp>
 #include <lowbit/ptq/rtn.hpp>
+#include <lowbit/ptq/seeded_random.hpp>
 #include <lowbit/ptq/smoothquant.hpp>
 #include <lowbit/qat/fake_quant_module.hpp>
 #include <lowbit/qat/fake_quantize.hpp>

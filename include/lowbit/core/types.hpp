@@ -11,6 +11,8 @@ namespace lowbit {
 using MatrixXfR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 /// Row-major int32 matrix: quantized codes and integer accumulators.
 using MatrixXiR = Eigen::Matrix<int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// Row-major double matrix: rows being transformed in double (e.g. by a rotation).
+using MatrixXdR = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Index = Eigen::Index;
 
 }  // namespace lowbit

@@ -1,0 +1,148 @@
+// block.hpp: what every GGUF block codec shares: stored parameters, effective sub-block parameters,
+// the one decode expression, and exact nearest-code rounding on a format's grid.
+#pragma once
+
+#include <lowbit/core/half.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+namespace lowbit::formats {
+
+/// Stored parameters of one block exactly as the format keeps them.
+struct BlockParams {
+  uint16_t d = 0;  ///< fp16 bits: the (super-)block scale
+  uint16_t m = 0;  ///< fp16 bits: Q4_1/Q5_1 min; Q2_K/Q4_K/Q5_K dmin; else 0
+  /// K-quants: sub-block scales as decode uses them (Q2_K 0..15, Q3_K -32..31 (stored - 32),
+  /// Q4_K/Q5_K 0..63, Q6_K -128..127); 0 for the legacy formats and unused entries.
+  std::array<int16_t, 16> scales{};
+  /// K-quants with mins: Q2_K 0..15, Q4_K/Q5_K 0..63; else 0.
+  std::array<int16_t, 16> mins{};
+};
+
+inline bool operator==(const BlockParams& a, const BlockParams& b) noexcept {
+  return a.d == b.d && a.m == b.m && a.scales == b.scales && a.mins == b.mins;
+}
+inline bool operator!=(const BlockParams& a, const BlockParams& b) noexcept { return !(a == b); }
+
+/// Effective float parameters of one sub-block: decode gives x = scale*q (+ offset), q in
+/// [qmin, qmax]. For the K-quants with mins, offset = -(dmin * min) (the negation is exact).
+struct SubBlockParams {
+  float scale = 0;
+  float offset = 0;
+};
+
+namespace detail {
+
+/// Makes the compiler round `v` here: it cannot fuse the operation that produced `v` with the one
+/// that uses it (a*b+c -> fma, which GCC does whenever FMA is enabled). The codecs' own products
+/// (fp16 times a small integer, twice at most) are exact in float, so their decode is the same
+/// fused or not; this matters for float parameters of any precision (decode_value, the search)
+/// and keeps lowbit's rounding the same under every compiler flag.
+template <class T>
+inline void round_here(T& v) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || (defined(__i386__) && defined(__SSE2__)))
+  __asm__("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#else
+  volatile T t = v;
+  v = t;
+#endif
+}
+
+inline uint16_t load_u16(const uint8_t* p) noexcept { return uint16_t(p[0] | (p[1] << 8)); }
+inline uint32_t load_u32(const uint8_t* p) noexcept {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+inline void store_u16(uint8_t* p, uint16_t v) noexcept {
+  p[0] = uint8_t(v);
+  p[1] = uint8_t(v >> 8);
+}
+inline void store_u32(uint8_t* p, uint32_t v) noexcept {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+
+}  // namespace detail
+
+/// The value code `q` stands for: `scale * q` rounded, plus `offset` (rounded again) when the
+/// format has offsets. Every codec's decode computes exactly this, so it is the grid algorithms
+/// choose codes on.
+inline float decode_value(const SubBlockParams& s, int q, bool has_offset) noexcept {
+  float v = s.scale * float(q);
+  if (!has_offset) return v;
+  detail::round_here(v);
+  return v + s.offset;
+}
+
+namespace detail {
+
+/// The code in [qmin, qmax] whose decode_value is nearest to `x` (exactly, in the decode's own
+/// float arithmetic); between two equally near values the even code wins. A zero or NaN scale
+/// makes every code decode alike: the result is the code nearest 0.
+inline int nearest_code(float x, const SubBlockParams& s, int qmin, int qmax,
+                        bool has_offset) noexcept {
+  if (!(s.scale > 0) && !(s.scale < 0)) return qmin > 0 ? qmin : (qmax < 0 ? qmax : 0);
+  // decode_value is monotone in q (rounding is monotone): walk k = 0..n-1 in the direction of
+  // growing values, w(k) nondecreasing, and find the first k with w(k) >= x.
+  const bool up = s.scale > 0;
+  const int n = qmax - qmin + 1;
+  auto code = [&](int k) { return up ? qmin + k : qmax - k; };
+  auto w = [&](int k) { return decode_value(s, code(k), has_offset); };
+  // A guess from float arithmetic, checked exactly; binary search when it is not the boundary.
+  const float t = ((has_offset ? x - s.offset : x) / s.scale);
+  int k0 = 0;
+  if (t >= float(qmax))
+    k0 = up ? n - 1 : 0;
+  else if (t > float(qmin))
+    k0 = up ? int(std::nearbyint(t)) - qmin : qmax - int(std::nearbyint(t));
+  else
+    k0 = up ? 0 : n - 1;
+  if (k0 < 0) k0 = 0;
+  if (k0 > n - 1) k0 = n - 1;
+  int first = -1;  // first k with w(k) >= x, n if none
+  if (w(k0) >= x) {
+    if (k0 == 0 || !(w(k0 - 1) >= x)) first = k0;
+  } else if (k0 + 1 == n || w(k0 + 1) >= x) {
+    first = k0 + 1;
+  }
+  if (first < 0) {
+    int lo = 0, hi = n;  // invariant: w(k) < x for k < lo, w(k) >= x for k >= hi
+    while (lo < hi) {
+      const int mid = lo + (hi - lo) / 2;
+      if (w(mid) >= x)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    first = lo;
+  }
+  if (first == n) return code(n - 1);
+  if (first == 0) return code(0);
+  // Every k < first decodes below x and every k >= first at or above it: the nearest is one of
+  // the two codes beside the boundary.
+  const float below = x - w(first - 1), above = w(first) - x;
+  if (below < above) return code(first - 1);
+  if (above < below) return code(first);
+  return (code(first) & 1) ? code(first - 1) : code(first);
+}
+
+/// The nearest finite fp16 to `x`: ties to even, saturating at ±65504 instead of overflowing to
+/// inf; NaN gives 0. This is how every format's fp16 scales and mins are fitted.
+inline uint16_t fit_half(float x) noexcept {
+  if (!(x == x)) return 0;
+  const uint16_t h = float_to_half(x);
+  return (h & 0x7FFFu) == 0x7C00u ? uint16_t((h & 0x8000u) | 0x7BFFu) : h;
+}
+
+/// The integer k in [lo, hi] for which float(unit) * k is nearest `target` (exact, ties to the
+/// even k); 0 (clamped) when unit is zero or `target` NaN. Sub-block scales and mins are fitted
+/// with it relative to their fp16 super-block values.
+inline int nearest_multiple(float target, float unit, int lo, int hi) noexcept {
+  if (!(target == target)) return lo > 0 ? lo : (hi < 0 ? hi : 0);
+  return nearest_code(target, SubBlockParams{unit, 0.0f}, lo, hi, false);
+}
+
+}  // namespace detail
+}  // namespace lowbit::formats

@@ -78,6 +78,20 @@ inline float decode_value(const SubBlockParams& s, int q, bool has_offset) noexc
 
 namespace detail {
 
+/// The sign of (a - b) - (c - d), exactly: each difference of two doubles is split into its rounded
+/// value and the exact rounding error (Knuth's two-sum), and the pairs are compared in order.
+inline int exact_compare(double a, double b, double c, double d) noexcept {
+  auto two_sum = [](double x, double y, double& err) {
+    const double s = x + y, yy = s - x;
+    err = (x - (s - yy)) + (y - yy);
+    return s;
+  };
+  double e1, e2;
+  const double s1 = two_sum(a, -b, e1), s2 = two_sum(c, -d, e2);
+  if (s1 != s2) return s1 < s2 ? -1 : 1;
+  return e1 < e2 ? -1 : (e1 > e2 ? 1 : 0);
+}
+
 /// The code in [qmin, qmax] whose decode_value is nearest to `x` (exactly, in the decode's own
 /// float arithmetic); between two equally near values the even code wins. A zero or NaN scale
 /// makes every code decode alike: the result is the code nearest 0.
@@ -121,10 +135,10 @@ inline int nearest_code(float x, const SubBlockParams& s, int qmin, int qmax,
   if (first == n) return code(n - 1);
   if (first == 0) return code(0);
   // Every k < first decodes below x and every k >= first at or above it: the nearest is one of
-  // the two codes beside the boundary.
-  const float below = x - w(first - 1), above = w(first) - x;
-  if (below < above) return code(first - 1);
-  if (above < below) return code(first);
+  // the two codes beside the boundary. Their distances are compared exactly.
+  const int c = exact_compare(double(x), double(w(first - 1)), double(w(first)), double(x));
+  if (c < 0) return code(first - 1);
+  if (c > 0) return code(first);
   return (code(first) & 1) ? code(first - 1) : code(first);
 }
 

@@ -309,3 +309,59 @@ TEST_CASE("Q6_K: int8 scales, 4 low bits in ql, 2 high bits in qh, x = (d * scal
   CHECK(c[16] == -32);
   CHECK(c[255] == -7);
 }
+
+TEST_CASE("IQ4_NL: nibbles index the 16 levels, x = d * level") {
+  // d = 0x3800 = 0.5; levels -127 -104 -83 -65 -49 -35 -22 -10 1 13 25 38 53 69 89 113.
+  std::vector<uint8_t> b = {0x00, 0x38};
+  std::vector<uint8_t> qs(16, 0x88);  // index 8: level 1 -> 0.5
+  qs[0] = 0xF0;  // x[0]: index 0 -> 0.5 * -127 = -63.5;  x[16]: index 15 -> 0.5 * 113 = 56.5
+  qs[1] = 0x78;  // x[1]: index 8 -> 0.5;  x[17]: index 7 -> 0.5 * -10 = -5
+  b.insert(b.end(), qs.begin(), qs.end());
+  std::vector<float> want(32, 0.5f);
+  want[0] = -63.5f;
+  want[16] = 56.5f;
+  want[17] = -5.0f;
+  check_block<IQ4_NL>(b, want);
+  BlockParams p;
+  int8_t c[32];
+  IQ4_NL::unpack(b.data(), p, c);
+  CHECK(c[0] == -127);  // codes are the levels
+  CHECK(c[16] == 113);
+  CHECK(c[17] == -10);
+}
+
+TEST_CASE("IQ4_XS: signed 6-bit scales in scales_l/scales_h, levels as IQ4_NL") {
+  // d | scales_h | scales_l[4] | qs[128]; d = 0x3C00 = 1.
+  // Scales (u = scale + 32): sub 0: -32 (u 0), sub 1: 31 (u 63), sub 5: 1 (u 33), others 0 (u 32).
+  // scales_l: nibble j % 2 of byte j / 2 = u_j & 15: byte 0 = 0 | 15 << 4 = F0, byte 2 = 0 | 1 << 4 = 10.
+  // scales_h: bits 2j = u_j >> 4: j0 0, j1 3, j2..j7 2 -> 10 10 10 10 10 10 11 00b = AAAC.
+  std::vector<uint8_t> b(136, 0x88);  // qs default: index 8 = level 1
+  b[0] = 0x00;
+  b[1] = 0x3C;
+  b[2] = 0xAC;
+  b[3] = 0xAA;
+  b[4] = 0xF0;
+  b[5] = 0x00;
+  b[6] = 0x10;
+  b[7] = 0x00;
+  uint8_t* qs = b.data() + 8;
+  qs[0] = 0x8F;   // weight 0: index 15 = 113, dl = 1 * -32 -> -3616; weight 16: level 1 -> -32
+  qs[17] = 0x08;  // sub 1 (qs[16..31]): weight 32 + 1 = 33 low nibble level 1 -> 31;
+                  //   weight 32 + 16 + 1 = 49 high nibble index 0 = -127 -> 31 * -127 = -3937
+  qs[83] = 0x80;  // sub 5 (qs[80..95]): weight 163 low nibble index 0 -> 1 * -127 = -127
+  std::vector<float> want(256, 0.0f);  // scale 0: (1 * 0) * 1 = +0
+  for (int i = 0; i < 32; ++i) want[size_t(i)] = -32.0f;
+  for (int i = 32; i < 64; ++i) want[size_t(i)] = 31.0f;
+  for (int i = 160; i < 192; ++i) want[size_t(i)] = 1.0f;
+  want[0] = -3616;
+  want[49] = -3937;
+  want[163] = -127;
+  check_block<IQ4_XS>(b, want);
+  BlockParams p;
+  int8_t c[256];
+  IQ4_XS::unpack(b.data(), p, c);
+  CHECK(p.scales[0] == -32);
+  CHECK(p.scales[1] == 31);
+  CHECK(p.scales[5] == 1);
+  CHECK(c[49] == -127);
+}

@@ -41,6 +41,32 @@ constexpr bool has_m() {  // an fp16 min/dmin field
   return F::has_offset;
 }
 
+// The codes a format can store, ascending (qmin..qmax, or the levels of a non-uniform grid).
+template <class F>
+std::vector<int> code_list() {
+  const detail::CodeSet set = detail::code_set<F>();
+  std::vector<int> v;
+  for (int k = 0; k < set.size(); ++k) v.push_back(set.at(k));
+  return v;
+}
+template <class F>
+int random_code(std::mt19937& rng) {
+  const detail::CodeSet set = detail::code_set<F>();
+  return set.at(int(rng() % uint32_t(set.size())));
+}
+template <class F>
+int zero_code() {  // the code nearest 0
+  return detail::nearest_code(0.0f, SubBlockParams{1.0f, 0.0f}, detail::code_set<F>(), false);
+}
+// The largest gap between neighbouring codes (1 for the uniform formats).
+template <class F>
+int max_gap() {
+  const std::vector<int> c = code_list<F>();
+  int g = 0;
+  for (size_t k = 1; k < c.size(); ++k) g = std::max(g, c[k] - c[k - 1]);
+  return g;
+}
+
 uint16_t finite_half(std::mt19937& rng) {
   uint16_t h;
   do h = uint16_t(rng()); while ((h & 0x7C00u) == 0x7C00u);
@@ -58,8 +84,7 @@ void random_params(std::mt19937& rng, BlockParams& p, int8_t* codes) {
       p.scales[size_t(j)] = int16_t(F::scale_lo + int(rng() % uint32_t(F::scale_hi - F::scale_lo + 1)));
     if (has_mins<F>()) p.mins[size_t(j)] = int16_t(rng() % uint32_t(F::min_hi + 1));
   }
-  for (int i = 0; i < F::block_size; ++i)
-    codes[i] = int8_t(F::qmin + int(rng() % uint32_t(F::qmax - F::qmin + 1)));
+  for (int i = 0; i < F::block_size; ++i) codes[i] = int8_t(random_code<F>(rng));
 }
 
 // decode(block)[i] == decode_value(sub_block_params(p, i / sub_block), codes[i]) bit for bit, and
@@ -72,8 +97,8 @@ void check_invariant(const uint8_t* block) {
   int8_t codes[256];
   F::unpack(block, p, codes);
   for (int i = 0; i < F::block_size; ++i) {
-    REQUIRE(codes[i] >= F::qmin);
-    REQUIRE(codes[i] <= F::qmax);
+    const std::vector<int> valid = code_list<F>();
+    REQUIRE(std::find(valid.begin(), valid.end(), int(codes[i])) != valid.end());
     const float v = decode_value(F::sub_block_params(p, i / F::sub_block), codes[i], F::has_offset);
     INFO("weight " << i << " decode " << out[i] << " decode_value " << v);
     REQUIRE(bits(out[i]) == bits(v));
@@ -102,7 +127,7 @@ float formula(const BlockParams& p, int j, int q) {
 
 }  // namespace
 
-#define LOWBIT_ALL_FORMATS Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+#define LOWBIT_ALL_FORMATS Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS
 
 TEMPLATE_TEST_CASE("geometry agrees with type.hpp and the Format table", "[formats]",
                    LOWBIT_ALL_FORMATS) {
@@ -164,9 +189,9 @@ TEMPLATE_TEST_CASE("invariant on extreme blocks: zero, ±65504, outliers, subnor
           switch (pattern) {
             case 0: codes[i] = int8_t(F::qmax); break;
             case 1: codes[i] = int8_t(F::qmin); break;
-            case 2: codes[i] = int8_t(i == 77 % F::block_size ? F::qmax : 0); break;  // one outlier
+            case 2: codes[i] = int8_t(i == 77 % F::block_size ? F::qmax : zero_code<F>()); break;  // one outlier
             case 3: codes[i] = int8_t(i == 5 ? F::qmin : F::qmax); break;
-            default: codes[i] = int8_t(F::qmin + int(rng() % uint32_t(F::qmax - F::qmin + 1)));
+            default: codes[i] = int8_t(random_code<F>(rng));
           }
         }
         F::pack(p, codes, block.data());
@@ -188,7 +213,7 @@ TEMPLATE_TEST_CASE("every code in every sub-block decodes to the documented form
   std::vector<uint8_t> block(F::type_size);
   for (uint16_t d : ds)
     for (int rep = 0; rep < 4; ++rep)
-      for (int q = F::qmin; q <= F::qmax; ++q) {
+      for (int q : code_list<F>()) {
         BlockParams p;
         int8_t codes[256];
         random_params<F>(rng, p, codes);
@@ -337,7 +362,7 @@ TEMPLATE_TEST_CASE("encode_block of decode(params) gives the codes back", "[form
       // Codes come back wherever the sub-block's values are distinct (scale 0 collapses them).
       const SubBlockParams s = F::sub_block_params(p, j);
       std::vector<float> vals;
-      for (int q = F::qmin; q <= F::qmax; ++q) vals.push_back(decode_value(s, q, F::has_offset));
+      for (int q : code_list<F>()) vals.push_back(decode_value(s, q, F::has_offset));
       std::sort(vals.begin(), vals.end());
       if (std::adjacent_find(vals.begin(), vals.end()) != vals.end()) continue;
       for (int i = j * F::sub_block; i < (j + 1) * F::sub_block; ++i) REQUIRE(codes2[i] == codes[i]);
@@ -366,8 +391,9 @@ TEMPLATE_TEST_CASE("encode_block picks the nearest code (brute force, ties to th
     if (it % 5 == 1)  // exact midpoints between neighbouring codes: ties
       for (int i = 0; i < F::block_size; ++i) {
         const SubBlockParams s = F::sub_block_params(p, i / F::sub_block);
-        const int q = F::qmin + int(rng() % uint32_t(F::qmax - F::qmin));
-        x[i] = float((double(decode_value(s, q, F::has_offset)) + double(decode_value(s, q + 1, F::has_offset))) / 2);
+        const std::vector<int> c = code_list<F>();
+        const size_t k = rng() % (c.size() - 1);
+        x[i] = float((double(decode_value(s, c[k], F::has_offset)) + double(decode_value(s, c[k + 1], F::has_offset))) / 2);
       }
     encode_block(f, x, p, block.data());
     BlockParams back;
@@ -376,17 +402,19 @@ TEMPLATE_TEST_CASE("encode_block picks the nearest code (brute force, ties to th
     for (int i = 0; i < F::block_size; ++i) {
       const SubBlockParams s = F::sub_block_params(p, i / F::sub_block);
       double best = std::numeric_limits<double>::infinity();
-      for (int q = F::qmin; q <= F::qmax; ++q)
+      for (int q : code_list<F>())
         best = std::min(best, std::fabs(double(x[i]) - double(decode_value(s, q, F::has_offset))));
       const double mine = std::fabs(double(x[i]) - double(decode_value(s, got[i], F::has_offset)));
       INFO("weight " << i << " x " << x[i] << " code " << int(got[i]));
       REQUIRE(mine == best);
-      // A tie between two different values goes to the even code.
-      for (int q = F::qmin; q <= F::qmax; ++q) {
-        const float v = decode_value(s, q, F::has_offset);
-        if (q != got[i] && std::fabs(double(x[i]) - double(v)) == best &&
-            v != decode_value(s, got[i], F::has_offset) && std::abs(q - got[i]) == 1)
-          REQUIRE((got[i] & 1) == 0);
+      // A tie between two neighbouring codes of different value goes to the even index.
+      const std::vector<int> c = code_list<F>();
+      const long gi = std::find(c.begin(), c.end(), int(got[i])) - c.begin();
+      for (long k : {gi - 1, gi + 1}) {
+        if (k < 0 || k >= long(c.size())) continue;
+        const float v = decode_value(s, c[size_t(k)], F::has_offset);
+        if (std::fabs(double(x[i]) - double(v)) == best && v != decode_value(s, got[i], F::has_offset))
+          REQUIRE(gi % 2 == 0);
       }
     }
   }
@@ -465,6 +493,7 @@ TEMPLATE_TEST_CASE("quantize: decode error within half a step plus the grid's ow
           // signed format) is that much further. Fitting moves the grid by at most
           // max|q| * |scale error| + |offset error|; float rounding adds a few ulps.
           const double qabs = std::max(std::abs(F::qmin), std::abs(F::qmax));
+          const double gap = max_gap<F>();  // the largest step between codes, in units of the scale
           const double lo_w = std::min(decode_value(want, F::qmin, F::has_offset), decode_value(want, F::qmax, F::has_offset));
           const double hi_w = std::max(decode_value(want, F::qmin, F::has_offset), decode_value(want, F::qmax, F::has_offset));
           const double slack = qabs * std::fabs(double(got.scale) - double(want.scale)) +
@@ -477,9 +506,9 @@ TEMPLATE_TEST_CASE("quantize: decode error within half a step plus the grid's ow
             const double outside = std::max({0.0, lo_w - xi, xi - hi_w});
             INFO("kind " << kind << " weight " << i << " x " << xi << " decoded " << y[size_t(i)]
                          << " wanted scale " << want.scale << " got " << got.scale << " offset " << want.offset << " got " << got.offset);
-            REQUIRE(err <= std::fabs(double(want.scale)) / 2 + outside + slack + tiny);
+            REQUIRE(err <= gap * std::fabs(double(want.scale)) / 2 + outside + slack + tiny);
             // Inside the grid actually stored: never more than half its step.
-            if (xi >= lo_g && xi <= hi_g) REQUIRE(err <= std::fabs(double(got.scale)) / 2 * (1 + 1e-6) + tiny);
+            if (xi >= lo_g && xi <= hi_g) REQUIRE(err <= gap * std::fabs(double(got.scale)) / 2 * (1 + 1e-6) + tiny);
           }
           // The slack itself is what the grid promises: legacy fp16 rounding (2^-11 relative, or
           // half the subnormal spacing); K-quants the nearest integer multiple of d (dmin), so at
@@ -542,7 +571,7 @@ TEMPLATE_TEST_CASE("quantize: sign, zero and constant blocks come back exactly w
   for (float v : y) REQUIRE(v == 0.0f);
   // A block whose values sit on an exactly representable grid: codes times a power of two.
   std::mt19937 rng(16);
-  for (int i = 0; i < F::block_size; ++i) x[size_t(i)] = float(F::qmin + int(rng() % uint32_t(F::qmax - F::qmin + 1))) * 0.125f;
+  for (int i = 0; i < F::block_size; ++i) x[size_t(i)] = float(random_code<F>(rng)) * 0.125f;
   for (int j = 0; j < nsub<F>(); ++j) {  // every sub-block spans the full code range
     x[size_t(j * F::sub_block)] = float(F::qmin) * 0.125f;
     x[size_t(j * F::sub_block + 1)] = float(F::qmax) * 0.125f;

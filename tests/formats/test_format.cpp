@@ -16,7 +16,8 @@ using Catch::Matchers::Contains;
 namespace {
 
 const Type kBlockTypes[] = {Type::Q8_0, Type::Q4_0, Type::Q4_1, Type::Q5_0, Type::Q5_1,
-                            Type::Q2_K, Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K};
+                            Type::Q2_K, Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K,
+                            Type::IQ4_NL, Type::IQ4_XS};
 
 std::vector<float> gaussian(std::mt19937& rng, size_t n) {
   std::normal_distribution<float> g(0.0f, 1.0f);
@@ -27,7 +28,7 @@ std::vector<float> gaussian(std::mt19937& rng, size_t n) {
 
 }  // namespace
 
-TEST_CASE("find_format knows the ten block formats and nothing else") {
+TEST_CASE("find_format knows the twelve block formats and nothing else") {
   for (Type t : kBlockTypes) {
     REQUIRE(find_format(t) != nullptr);
     CHECK(find_format(t)->type == t);

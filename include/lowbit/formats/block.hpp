@@ -7,6 +7,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <type_traits>
 
 namespace lowbit::formats {
 
@@ -92,34 +94,53 @@ inline int exact_compare(double a, double b, double c, double d) noexcept {
   return e1 < e2 ? -1 : (e1 > e2 ? 1 : 0);
 }
 
-/// The code in [qmin, qmax] whose decode_value is nearest to `x` (exactly, in the decode's own
-/// float arithmetic); between two equally near values the even code wins. A zero or NaN scale
-/// makes every code decode alike: the result is the code nearest 0.
-inline int nearest_code(float x, const SubBlockParams& s, int qmin, int qmax,
+/// The codes of a format: the integers qmin..qmax, or for a non-uniform grid (IQ4_NL, IQ4_XS) the
+/// n ascending values levels[0..n).
+struct CodeSet {
+  int qmin = 0, qmax = 0;
+  const int8_t* levels = nullptr;
+  int n_levels = 0;
+
+  int size() const noexcept { return levels ? n_levels : qmax - qmin + 1; }
+  int at(int k) const noexcept { return levels ? levels[k] : qmin + k; }
+};
+
+/// The code of `set` whose decode_value is nearest to `x` (exactly, in the decode's own float
+/// arithmetic); between two equally near values the code of even index in `set` wins (for the
+/// uniform formats, whose qmin is even, the even code). A zero or NaN scale makes every code
+/// decode alike: the result is the code nearest 0.
+inline int nearest_code(float x, const SubBlockParams& s, const CodeSet& set,
                         bool has_offset) noexcept {
-  if (!(s.scale > 0) && !(s.scale < 0)) return qmin > 0 ? qmin : (qmax < 0 ? qmax : 0);
-  // decode_value is monotone in q (rounding is monotone): walk k = 0..n-1 in the direction of
-  // growing values, w(k) nondecreasing, and find the first k with w(k) >= x.
+  const int n = set.size();
+  if (!(s.scale > 0) && !(s.scale < 0)) {
+    int best = 0;
+    for (int k = 1; k < n; ++k)
+      if (std::abs(set.at(k)) < std::abs(set.at(best))) best = k;
+    return set.at(best);
+  }
+  // decode_value is monotone in the code (rounding is monotone): walk k = 0..n-1 in the direction
+  // of growing values, w(k) nondecreasing, and find the first k with w(k) >= x.
   const bool up = s.scale > 0;
-  const int n = qmax - qmin + 1;
-  auto code = [&](int k) { return up ? qmin + k : qmax - k; };
-  auto w = [&](int k) { return decode_value(s, code(k), has_offset); };
-  // A guess from float arithmetic, checked exactly; binary search when it is not the boundary.
-  const float t = ((has_offset ? x - s.offset : x) / s.scale);
-  int k0 = 0;
-  if (t >= float(qmax))
-    k0 = up ? n - 1 : 0;
-  else if (t > float(qmin))
-    k0 = up ? int(std::nearbyint(t)) - qmin : qmax - int(std::nearbyint(t));
-  else
-    k0 = up ? 0 : n - 1;
-  if (k0 < 0) k0 = 0;
-  if (k0 > n - 1) k0 = n - 1;
+  auto index = [&](int k) { return up ? k : n - 1 - k; };
+  auto w = [&](int k) { return decode_value(s, set.at(index(k)), has_offset); };
   int first = -1;  // first k with w(k) >= x, n if none
-  if (w(k0) >= x) {
-    if (k0 == 0 || !(w(k0 - 1) >= x)) first = k0;
-  } else if (k0 + 1 == n || w(k0 + 1) >= x) {
-    first = k0 + 1;
+  if (!set.levels) {
+    // A guess from float arithmetic, checked exactly; binary search when it is not the boundary.
+    const float t = ((has_offset ? x - s.offset : x) / s.scale);
+    int k0 = 0;
+    if (t >= float(set.qmax))
+      k0 = up ? n - 1 : 0;
+    else if (t > float(set.qmin))
+      k0 = index(int(std::nearbyint(t)) - set.qmin);
+    else
+      k0 = up ? 0 : n - 1;
+    if (k0 < 0) k0 = 0;
+    if (k0 > n - 1) k0 = n - 1;
+    if (w(k0) >= x) {
+      if (k0 == 0 || !(w(k0 - 1) >= x)) first = k0;
+    } else if (k0 + 1 == n || w(k0 + 1) >= x) {
+      first = k0 + 1;
+    }
   }
   if (first < 0) {
     int lo = 0, hi = n;  // invariant: w(k) < x for k < lo, w(k) >= x for k >= hi
@@ -132,14 +153,33 @@ inline int nearest_code(float x, const SubBlockParams& s, int qmin, int qmax,
     }
     first = lo;
   }
-  if (first == n) return code(n - 1);
-  if (first == 0) return code(0);
+  if (first == n) return set.at(index(n - 1));
+  if (first == 0) return set.at(index(0));
   // Every k < first decodes below x and every k >= first at or above it: the nearest is one of
   // the two codes beside the boundary. Their distances are compared exactly.
   const int c = exact_compare(double(x), double(w(first - 1)), double(w(first)), double(x));
-  if (c < 0) return code(first - 1);
-  if (c > 0) return code(first);
-  return (code(first) & 1) ? code(first - 1) : code(first);
+  const int k = c < 0 ? first - 1 : (c > 0 ? first : ((index(first) & 1) ? first - 1 : first));
+  return set.at(index(k));
+}
+
+/// nearest_code over the integers qmin..qmax.
+inline int nearest_code(float x, const SubBlockParams& s, int qmin, int qmax,
+                        bool has_offset) noexcept {
+  return nearest_code(x, s, CodeSet{qmin, qmax, nullptr, 0}, has_offset);
+}
+
+/// A codec's code set: F::levels (a non-uniform grid) when it has one, else F::qmin..F::qmax.
+template <class F, class = void>
+struct has_levels : std::false_type {};
+template <class F>
+struct has_levels<F, std::void_t<decltype(F::levels)>> : std::true_type {};
+
+template <class F>
+constexpr CodeSet code_set() noexcept {
+  if constexpr (has_levels<F>::value)
+    return CodeSet{F::qmin, F::qmax, F::levels, int(sizeof(F::levels))};
+  else
+    return CodeSet{F::qmin, F::qmax, nullptr, 0};
 }
 
 /// The nearest finite fp16 to `x`: ties to even, saturating at ±65504 instead of overflowing to

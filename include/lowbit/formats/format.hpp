@@ -5,6 +5,8 @@
 #include <lowbit/core/half.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/formats/block.hpp>
+#include <lowbit/formats/iq4_nl.hpp>
+#include <lowbit/formats/iq4_xs.hpp>
 #include <lowbit/formats/q2_k.hpp>
 #include <lowbit/formats/q3_k.hpp>
 #include <lowbit/formats/q4_0.hpp>
@@ -35,6 +37,10 @@ struct Format {
   bool has_offset;
   int scale_lo, scale_hi;  ///< sub-block scale range (0, 0: no sub-block scales)
   int min_hi;              ///< sub-block mins are 0..min_hi (0: none)
+  /// Non-uniform grids (IQ4_NL, IQ4_XS): the n_levels ascending values a code may take (codes are
+  /// these values, decode x = scale * code); nullptr for the formats whose codes are qmin..qmax.
+  const int8_t* levels;
+  int n_levels;
   void (*decode)(const uint8_t* block, float* out) noexcept;
   void (*unpack)(const uint8_t* block, BlockParams& p, int8_t* codes) noexcept;
   void (*pack)(const BlockParams& p, const int8_t* codes, uint8_t* block) noexcept;
@@ -50,17 +56,19 @@ namespace detail {
 
 template <class F>
 constexpr Format make_format(std::string_view name) noexcept {
-  return Format{F::type,       name,        F::block_size,       F::type_size,    F::sub_block,
-                F::qmin,       F::qmax,     F::has_offset,       F::scale_lo,     F::scale_hi,
-                F::min_hi,     &F::decode,  &F::unpack,          &F::pack,        &F::sub_block_params,
-                &F::fit,       &F::fit_sub_block, &F::quantize};
+  constexpr CodeSet set = code_set<F>();
+  return Format{F::type,      name,          F::block_size, F::type_size, F::sub_block,
+                F::qmin,      F::qmax,       F::has_offset, F::scale_lo,  F::scale_hi,
+                F::min_hi,    set.levels,    set.n_levels,  &F::decode,   &F::unpack,
+                &F::pack,     &F::sub_block_params,         &F::fit,      &F::fit_sub_block,
+                &F::quantize};
 }
 
 inline constexpr Format kFormats[] = {
     make_format<Q8_0>("Q8_0"), make_format<Q4_0>("Q4_0"), make_format<Q4_1>("Q4_1"),
     make_format<Q5_0>("Q5_0"), make_format<Q5_1>("Q5_1"), make_format<Q2_K>("Q2_K"),
     make_format<Q3_K>("Q3_K"), make_format<Q4_K>("Q4_K"), make_format<Q5_K>("Q5_K"),
-    make_format<Q6_K>("Q6_K"),
+    make_format<Q6_K>("Q6_K"), make_format<IQ4_NL>("IQ4_NL"), make_format<IQ4_XS>("IQ4_XS"),
 };
 
 /// "F32, F16, BF16, Q8_0, ..." (with_plain) or just the block formats.
@@ -190,10 +198,11 @@ inline void encode_block(const Format& f, const float* x, const BlockParams& p, 
                               "encode_block: {} mins[{}] = {} is outside 0..{}", f.name, j,
                               p.mins[size_t(j)], f.min_hi);
   int8_t codes[256];
+  const detail::CodeSet set{f.qmin, f.qmax, f.levels, f.n_levels};
   for (int j = 0; j < f.sub_blocks(); ++j) {
     const SubBlockParams s = f.sub_block_params(p, j);
     for (int i = j * f.sub_block; i < (j + 1) * f.sub_block; ++i)
-      codes[i] = int8_t(detail::nearest_code(x[i], s, f.qmin, f.qmax, f.has_offset));
+      codes[i] = int8_t(detail::nearest_code(x[i], s, set, f.has_offset));
   }
   f.pack(p, codes, out);
 }

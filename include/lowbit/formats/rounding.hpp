@@ -112,7 +112,7 @@ SubBlockParams wanted_params(const float* x, int n, float gamma) noexcept {
 /// Codes of one sub-block: the nearest code of each value under `s`.
 template <class F>
 void encode_sub_block(const float* x, int n, const SubBlockParams& s, int8_t* codes) noexcept {
-  for (int i = 0; i < n; ++i) codes[i] = int8_t(nearest_code(x[i], s, F::qmin, F::qmax, F::has_offset));
+  for (int i = 0; i < n; ++i) codes[i] = int8_t(nearest_code(x[i], s, code_set<F>(), F::has_offset));
 }
 
 /// Σ w_i (x_i - x̂_i)² of one sub-block rounded to its nearest codes under `s` (w = 1 if null).
@@ -120,7 +120,7 @@ template <class F>
 double sub_block_error(const float* x, const float* w, int n, const SubBlockParams& s) noexcept {
   double e = 0;
   for (int i = 0; i < n; ++i) {
-    const int q = nearest_code(x[i], s, F::qmin, F::qmax, F::has_offset);
+    const int q = nearest_code(x[i], s, code_set<F>(), F::has_offset);
     const double d = double(x[i]) - double(decode_value(s, q, F::has_offset));
     double t = (w ? double(w[i]) : 1.0) * d * d;
     round_here(t);

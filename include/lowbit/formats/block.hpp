@@ -4,6 +4,7 @@
 
 #include <lowbit/core/half.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -105,45 +106,57 @@ struct CodeSet {
   int at(int k) const noexcept { return levels ? levels[k] : qmin + k; }
 };
 
-/// The code of `set` whose decode_value is nearest to `x` (exactly, in the decode's own float
-/// arithmetic); between two equally near values the code of even index in `set` wins (for the
-/// uniform formats, whose qmin is even, the even code). A zero or NaN scale makes every code
-/// decode alike: the result is the code nearest 0.
-inline int nearest_code(float x, const SubBlockParams& s, const CodeSet& set,
-                        bool has_offset) noexcept {
-  const int n = set.size();
-  if (!(s.scale > 0) && !(s.scale < 0)) {
-    int best = 0;
-    for (int k = 1; k < n; ++k)
-      if (std::abs(set.at(k)) < std::abs(set.at(best))) best = k;
-    return set.at(best);
-  }
-  // decode_value is monotone in the code (rounding is monotone): walk k = 0..n-1 in the direction
-  // of growing values, w(k) nondecreasing, and find the first k with w(k) >= x.
-  const bool up = s.scale > 0;
-  auto index = [&](int k) { return up ? k : n - 1 - k; };
-  auto w = [&](int k) { return decode_value(s, set.at(index(k)), has_offset); };
-  int first = -1;  // first k with w(k) >= x, n if none
-  if (!set.levels) {
-    // A guess from float arithmetic, checked exactly; binary search when it is not the boundary.
-    const float t = ((has_offset ? x - s.offset : x) / s.scale);
-    int k0 = 0;
-    if (t >= float(set.qmax))
-      k0 = up ? n - 1 : 0;
-    else if (t > float(set.qmin))
-      k0 = index(int(std::nearbyint(t)) - set.qmin);
-    else
-      k0 = up ? 0 : n - 1;
-    if (k0 < 0) k0 = 0;
-    if (k0 > n - 1) k0 = n - 1;
-    if (w(k0) >= x) {
-      if (k0 == 0 || !(w(k0 - 1) >= x)) first = k0;
-    } else if (k0 + 1 == n || w(k0 + 1) >= x) {
-      first = k0 + 1;
+/// Rounds values to the code of `set` whose decode_value is nearest (exactly, in the decode's own
+/// float arithmetic); between two equally near values the code of even index in `set` wins (for
+/// the uniform formats, whose qmin is even, the even code). A zero or NaN scale makes every code
+/// decode alike: the result is the code nearest 0. Built once per sub-block; `uses` (how many
+/// values it will round) decides whether tabulating every code's value first pays.
+class NearestCode {
+ public:
+  NearestCode(const SubBlockParams& s, const CodeSet& set, bool has_offset, int uses = 1) noexcept
+      : s_(s), set_(set), has_offset_(has_offset), n_(set.size()) {
+    flat_ = !(s.scale > 0) && !(s.scale < 0);
+    if (flat_) {
+      int best = 0;
+      for (int k = 1; k < n_; ++k)
+        if (std::abs(set.at(k)) < std::abs(set.at(best))) best = k;
+      flat_code_ = set.at(best);
+      return;
     }
+    // k = 0..n-1 walks the codes in the direction of growing values: index(k) is the position
+    // in `set` (ascending codes), so index(k) = k for a positive scale, n - 1 - k otherwise.
+    up_ = s.scale > 0;
+    index_base_ = up_ ? 0 : n_ - 1;
+    index_step_ = up_ ? 1 : -1;
+    inv_ = 1.0f / s.scale;
+    tabulated_ = n_ <= kMaxTable && n_ <= 2 * uses;
+    if (tabulated_)
+      for (int k = 0; k < n_; ++k) table_[k] = compute(k);
   }
-  if (first < 0) {
-    int lo = 0, hi = n;  // invariant: w(k) < x for k < lo, w(k) >= x for k >= hi
+
+  int operator()(float x) const noexcept {
+    if (flat_) return flat_code_;
+    // decode_value is monotone in the code (rounding is monotone), so w(k) is nondecreasing:
+    // find the boundary, the first k with w(k) >= x; the nearest code is beside it.
+    if (!set_.levels) {
+      // A guess from float arithmetic, checked exactly (binary search when it is not beside the
+      // boundary). Written without data-dependent branches: half the values lie above their
+      // nearest code and half below, which no branch predictor guesses.
+      float t = (has_offset_ ? x - s_.offset : x) * inv_;
+      const float hi = float(set_.qmax), lo = float(set_.qmin);
+      t = t < hi ? t : hi;  // (minss/maxss; NaN becomes qmax)
+      t = t > lo ? t : lo;
+      const float r = (t + 12582912.0f) - 12582912.0f;  // 1.5 * 2^23: rounds to an integer
+      const int k0 = index(int(r) - set_.qmin);
+      const int km = k0 > 0 ? k0 - 1 : 0, kp = k0 < n_ - 1 ? k0 + 1 : n_ - 1;
+      const float near[3] = {w(km), w(k0), w(kp)};
+      const int ge = near[1] >= x;  // the boundary is k0 (ge) or k0 + 1
+      const int first = k0 + 1 - ge;
+      const float below = near[1 - ge], above = near[2 - ge];
+      if ((first > 0) & (first < n_) & (below < x) & (above >= x))
+        return decide(x, first, below, above);
+    }
+    int lo = 0, hi = n_;  // invariant: w(k) < x for k < lo, w(k) >= x for k >= hi
     while (lo < hi) {
       const int mid = lo + (hi - lo) / 2;
       if (w(mid) >= x)
@@ -151,15 +164,47 @@ inline int nearest_code(float x, const SubBlockParams& s, const CodeSet& set,
       else
         lo = mid + 1;
     }
-    first = lo;
+    if (lo == n_) return code(n_ - 1);
+    if (lo == 0) return code(0);
+    return decide(x, lo, w(lo - 1), w(lo));
   }
-  if (first == n) return set.at(index(n - 1));
-  if (first == 0) return set.at(index(0));
-  // Every k < first decodes below x and every k >= first at or above it: the nearest is one of
-  // the two codes beside the boundary. Their distances are compared exactly.
-  const int c = exact_compare(double(x), double(w(first - 1)), double(w(first)), double(x));
-  const int k = c < 0 ? first - 1 : (c > 0 ? first : ((index(first) & 1) ? first - 1 : first));
-  return set.at(index(k));
+
+ private:
+  static constexpr int kMaxTable = 64;
+
+  int index(int k) const noexcept { return index_base_ + index_step_ * k; }
+  int code(int k) const noexcept { return set_.at(index(k)); }
+  float compute(int k) const noexcept { return decode_value(s_, code(k), has_offset_); }
+  float w(int k) const noexcept { return tabulated_ ? table_[k] : compute(k); }
+
+  // Every k < first decodes below x (the largest: `below`) and every k >= first at or above it
+  // (the smallest: `above`): the nearest is one of the two, their distances compared exactly.
+  int decide(float x, int first, float below, float above) const noexcept {
+    // In double the two distances are within a relative 2^-53 of exact: a clear difference
+    // decides at once, only near-ties need the exact comparison.
+    const double db = double(x) - double(below), da = double(above) - double(x);
+    int k = first - int(db < da);
+    if (!(std::fabs(db - da) > (db + da) * 0x1p-40)) {  // rare: (nearly) a tie
+      const int c = exact_compare(double(x), double(below), double(above), double(x));
+      k = c < 0 ? first - 1 : (c > 0 ? first : ((index(first) & 1) ? first - 1 : first));
+    }
+    return code(k);
+  }
+
+  SubBlockParams s_;
+  CodeSet set_;
+  bool has_offset_;
+  int n_;
+  bool up_ = true, flat_ = false, tabulated_ = false;
+  int flat_code_ = 0, index_base_ = 0, index_step_ = 1;
+  float inv_ = 0;
+  float table_[kMaxTable];
+};
+
+/// The code of `set` nearest to `x` under `s` (NearestCode for a single value).
+inline int nearest_code(float x, const SubBlockParams& s, const CodeSet& set,
+                        bool has_offset) noexcept {
+  return NearestCode(s, set, has_offset)(x);
 }
 
 /// nearest_code over the integers qmin..qmax.

@@ -200,9 +200,8 @@ inline void encode_block(const Format& f, const float* x, const BlockParams& p, 
   int8_t codes[256];
   const detail::CodeSet set{f.qmin, f.qmax, f.levels, f.n_levels};
   for (int j = 0; j < f.sub_blocks(); ++j) {
-    const SubBlockParams s = f.sub_block_params(p, j);
-    for (int i = j * f.sub_block; i < (j + 1) * f.sub_block; ++i)
-      codes[i] = int8_t(detail::nearest_code(x[i], s, set, f.has_offset));
+    const detail::NearestCode round(f.sub_block_params(p, j), set, f.has_offset, f.sub_block);
+    for (int i = j * f.sub_block; i < (j + 1) * f.sub_block; ++i) codes[i] = int8_t(round(x[i]));
   }
   f.pack(p, codes, out);
 }

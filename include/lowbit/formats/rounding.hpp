@@ -112,15 +112,20 @@ SubBlockParams wanted_params(const float* x, int n, float gamma) noexcept {
 /// Codes of one sub-block: the nearest code of each value under `s`.
 template <class F>
 void encode_sub_block(const float* x, int n, const SubBlockParams& s, int8_t* codes) noexcept {
-  for (int i = 0; i < n; ++i) codes[i] = int8_t(nearest_code(x[i], s, code_set<F>(), F::has_offset));
+  const NearestCode round(s, code_set<F>(), F::has_offset, n);
+  for (int i = 0; i < n; ++i) codes[i] = int8_t(round(x[i]));
 }
 
 /// Σ w_i (x_i - x̂_i)² of one sub-block rounded to its nearest codes under `s` (w = 1 if null).
+/// The sum stops early once it reaches `limit` (the terms are >= 0, so the result is >= limit
+/// then): a search that keeps strict improvements only decides exactly as with the full sum.
 template <class F>
-double sub_block_error(const float* x, const float* w, int n, const SubBlockParams& s) noexcept {
+double sub_block_error(const float* x, const float* w, int n, const SubBlockParams& s,
+                       double limit = HUGE_VAL) noexcept {
   double e = 0;
-  for (int i = 0; i < n; ++i) {
-    const int q = nearest_code(x[i], s, code_set<F>(), F::has_offset);
+  const NearestCode round(s, code_set<F>(), F::has_offset, n);
+  for (int i = 0; i < n && e < limit; ++i) {
+    const int q = round(x[i]);
     const double d = double(x[i]) - double(decode_value(s, q, F::has_offset));
     double t = (w ? double(w[i]) : 1.0) * d * d;
     round_here(t);
@@ -173,7 +178,7 @@ void reference_quantize(const float* x, const float* w, uint8_t* block) noexcept
       double best = sub_block_error<F>(xj, wj, len, plain[j]);
       for (int k = 1; k < kGammaSteps; ++k) {
         const SubBlockParams s = wanted_params<F>(xj, len, gamma_step(k));
-        const double e = sub_block_error<F>(xj, wj, len, s);
+        const double e = sub_block_error<F>(xj, wj, len, s, best);
         if (e < best) {
           best = e;
           chosen[j] = s;
@@ -192,7 +197,8 @@ void reference_quantize(const float* x, const float* w, uint8_t* block) noexcept
     for (int k = 0; k < kGammaSteps; ++k) {
       BlockParams q = p;
       F::fit_sub_block(q, j, wanted_params<F>(xj, len, gamma_step(k)));
-      const double e = sub_block_error<F>(xj, wj, len, F::sub_block_params(q, j));
+      const double e =
+          sub_block_error<F>(xj, wj, len, F::sub_block_params(q, j), best < 0 ? HUGE_VAL : best);
       if (best < 0 || e < best) {
         best = e;
         best_p = q;

@@ -81,7 +81,9 @@ inline std::string supported_list(bool with_plain) {
   return s;
 }
 
-inline bool is_plain(Type t) noexcept { return t == Type::F32 || t == Type::F16 || t == Type::BF16; }
+inline bool is_plain(Type t) noexcept {
+  return t == Type::F32 || t == Type::F16 || t == Type::BF16;
+}
 
 /// The format of `type` for a row function, or nullptr for F32/F16/BF16; throws naming the type
 /// and the supported ones otherwise.
@@ -128,7 +130,8 @@ inline void decode_row(Type type, const uint8_t* src, Index n, float* out) {
   const Format* f = detail::row_format("decode_row", type);
   detail::require_row_length("decode_row", type, n, f ? f->block_size : 1);
   if (n == 0) return;
-  lowbit::detail::require(src != nullptr && out != nullptr, "decode_row: src and out must not be null");
+  lowbit::detail::require(src != nullptr && out != nullptr,
+                          "decode_row: src and out must not be null");
   if (!f) {
     for (Index i = 0; i < n; ++i) {
       if (type == Type::F32) {
@@ -140,7 +143,8 @@ inline void decode_row(Type type, const uint8_t* src, Index n, float* out) {
     }
     return;
   }
-  for (Index b = 0; b < n / f->block_size; ++b) f->decode(src + b * f->type_size, out + b * f->block_size);
+  for (Index b = 0; b < n / f->block_size; ++b)
+    f->decode(src + b * f->type_size, out + b * f->block_size);
 }
 
 /// Encodes a row of `n` finite values as `type`: block formats with their reference rounding
@@ -153,7 +157,8 @@ inline void quantize_row(Type type, const float* x, Index n, uint8_t* out,
   const Format* f = detail::row_format("quantize_row", type);
   detail::require_row_length("quantize_row", type, n, f ? f->block_size : 1);
   if (n == 0) return;
-  lowbit::detail::require(x != nullptr && out != nullptr, "quantize_row: x and out must not be null");
+  lowbit::detail::require(x != nullptr && out != nullptr,
+                          "quantize_row: x and out must not be null");
   for (Index i = 0; i < n; ++i)
     lowbit::detail::require(std::isfinite(x[i]), "quantize_row: x[{}] = {} is not finite", i, x[i]);
   if (f && importance)
@@ -164,13 +169,15 @@ inline void quantize_row(Type type, const float* x, Index n, uint8_t* out,
   if (type == Type::F16)
     for (Index i = 0; i < n; ++i)
       lowbit::detail::require(is_finite_half(float_to_half(x[i])),
-                              "quantize_row: x[{}] = {} overflows F16 (|x| < 65520 needed)", i, x[i]);
+                              "quantize_row: x[{}] = {} overflows F16 (|x| < 65520 needed)", i,
+                              x[i]);
   if (!f) {
     for (Index i = 0; i < n; ++i) {
       if (type == Type::F32)
         std::memcpy(out + 4 * i, x + i, 4);
       else
-        detail::store_u16(out + 2 * i, type == Type::F16 ? float_to_half(x[i]) : float_to_bf16(x[i]));
+        detail::store_u16(out + 2 * i,
+                          type == Type::F16 ? float_to_half(x[i]) : float_to_bf16(x[i]));
     }
     return;
   }
@@ -184,14 +191,16 @@ inline void quantize_row(Type type, const float* x, Index n, uint8_t* out,
 /// that chose their own parameters on the grid (e.g. from fit). Throws lowbit::Error for NaN/Inf in
 /// x or a sub-block scale or min outside the format's range.
 inline void encode_block(const Format& f, const float* x, const BlockParams& p, uint8_t* out) {
-  lowbit::detail::require(x != nullptr && out != nullptr, "encode_block: x and out must not be null");
+  lowbit::detail::require(x != nullptr && out != nullptr,
+                          "encode_block: x and out must not be null");
   for (int i = 0; i < f.block_size; ++i)
     lowbit::detail::require(std::isfinite(x[i]), "encode_block: x[{}] = {} is not finite", i, x[i]);
   if (f.scale_hi != 0)
     for (int j = 0; j < f.sub_blocks(); ++j)
-      lowbit::detail::require(p.scales[size_t(j)] >= f.scale_lo && p.scales[size_t(j)] <= f.scale_hi,
-                              "encode_block: {} scales[{}] = {} is outside {}..{}", f.name, j,
-                              p.scales[size_t(j)], f.scale_lo, f.scale_hi);
+      lowbit::detail::require(
+          p.scales[size_t(j)] >= f.scale_lo && p.scales[size_t(j)] <= f.scale_hi,
+          "encode_block: {} scales[{}] = {} is outside {}..{}", f.name, j, p.scales[size_t(j)],
+          f.scale_lo, f.scale_hi);
   if (f.min_hi != 0)
     for (int j = 0; j < f.sub_blocks(); ++j)
       lowbit::detail::require(p.mins[size_t(j)] >= 0 && p.mins[size_t(j)] <= f.min_hi,
@@ -216,12 +225,13 @@ inline std::vector<uint8_t> quantize_matrix(Type type, const Eigen::Ref<const Ma
   detail::require_row_length("quantize_matrix", type, w.cols(), f ? f->block_size : 1);
   for (Index r = 0; r < w.rows(); ++r)
     for (Index c = 0; c < w.cols(); ++c)
-      lowbit::detail::require(std::isfinite(w(r, c)), "quantize_matrix: w({}, {}) = {} is not finite",
-                              r, c, w(r, c));
+      lowbit::detail::require(std::isfinite(w(r, c)),
+                              "quantize_matrix: w({}, {}) = {} is not finite", r, c, w(r, c));
   const size_t rb = size_t(row_bytes(type, uint64_t(w.cols())));
   std::vector<uint8_t> out(rb * size_t(w.rows()));
   for (Index r = 0; r < w.rows(); ++r)
-    quantize_row(type, w.data() + r * w.outerStride(), w.cols(), out.data() + size_t(r) * rb, importance);
+    quantize_row(type, w.data() + r * w.outerStride(), w.cols(), out.data() + size_t(r) * rb,
+                 importance);
   return out;
 }
 
@@ -234,7 +244,8 @@ inline MatrixXfR decode_matrix(Type type, const uint8_t* data, Index rows, Index
   if (rows == 0 || cols == 0) return out;
   lowbit::detail::require(data != nullptr, "decode_matrix: data must not be null");
   const size_t rb = size_t(row_bytes(type, uint64_t(cols)));
-  for (Index r = 0; r < rows; ++r) decode_row(type, data + size_t(r) * rb, cols, out.data() + r * cols);
+  for (Index r = 0; r < rows; ++r)
+    decode_row(type, data + size_t(r) * rb, cols, out.data() + r * cols);
   return out;
 }
 

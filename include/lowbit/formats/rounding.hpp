@@ -24,7 +24,8 @@ inline BlockParams fit_legacy(const SubBlockParams& w, bool has_offset) noexcept
 /// the fp16 d and dmin in `p`, sub-block j gets the scale in [0, hi] with float(d) * scale nearest
 /// the wanted scale and the min in [0, hi] with float(dmin) * min nearest -offset (the format can
 /// only subtract: a wanted offset > 0 gets min 0).
-inline void fit_unsigned_sub_block(BlockParams& p, int j, const SubBlockParams& w, int hi) noexcept {
+inline void fit_unsigned_sub_block(BlockParams& p, int j, const SubBlockParams& w,
+                                   int hi) noexcept {
   p.scales[size_t(j)] = int16_t(nearest_multiple(w.scale, half_to_float(p.d), 0, hi));
   p.mins[size_t(j)] = int16_t(nearest_multiple(-w.offset, half_to_float(p.m), 0, hi));
 }
@@ -53,8 +54,8 @@ inline void fit_signed_sub_block(BlockParams& p, int j, const SubBlockParams& w,
 }
 
 /// d = fp16(S / lo) with S the wanted scale of largest magnitude (the first of equals), so S gets
-/// the sub-block scale lo exactly as ggml's reference maps it (d is negative when S > 0); then every
-/// sub-block as fit_signed_sub_block.
+/// the sub-block scale lo exactly as ggml's reference maps it (d is negative when S > 0); then
+/// every sub-block as fit_signed_sub_block.
 inline BlockParams fit_signed_super_block(const SubBlockParams* w, int n, int lo, int hi) noexcept {
   float big = 0;
   for (int j = 0; j < n; ++j)

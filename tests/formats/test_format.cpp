@@ -119,12 +119,15 @@ TEST_CASE("quantize_row rejects negative or non-finite importance") {
   CHECK_NOTHROW(quantize_row(Type::Q6_K, x.data(), 256, out.data(), w.data()));
 }
 
-TEST_CASE("quantize_row refuses values F16 would overflow") {
+TEST_CASE("quantize_row refuses values F16 or BF16 would overflow") {
   const float x[2] = {1.0f, 70000.0f};
   uint8_t b[4];
   CHECK_THROWS_WITH(quantize_row(Type::F16, x, 2, b), Contains("x[1]") && Contains("F16"));
   const float ok[1] = {65519.0f};  // rounds to 65504
   CHECK_NOTHROW(quantize_row(Type::F16, ok, 1, b));
+  const float big[2] = {3.0e38f, 3.4e38f};  // 3.4e38 rounds past bfloat16's largest finite value
+  CHECK_THROWS_WITH(quantize_row(Type::BF16, big, 2, b), Contains("x[1]") && Contains("BF16"));
+  CHECK_NOTHROW(quantize_row(Type::BF16, big, 1, b));
 }
 
 TEST_CASE("row functions reject n that is not a multiple of the block, naming type and block") {

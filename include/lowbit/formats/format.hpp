@@ -151,7 +151,7 @@ inline void decode_row(Type type, const uint8_t* src, Index n, float* out) {
 /// (Format::quantize; `importance`, if given, holds n weights >= 0), F32/F16/BF16 by nearest
 /// rounding (importance unused). Writes row_bytes(type, n) bytes to `out`. Throws lowbit::Error,
 /// before writing anything, for NaN/Inf in x (naming the position), importance < 0 or not finite,
-/// a value F16 would overflow, an unsupported type, or n not a multiple of the block.
+/// a value F16 or BF16 would overflow, an unsupported type, or n not a multiple of the block.
 inline void quantize_row(Type type, const float* x, Index n, uint8_t* out,
                          const float* importance = nullptr) {
   const Format* f = detail::row_format("quantize_row", type);
@@ -171,6 +171,10 @@ inline void quantize_row(Type type, const float* x, Index n, uint8_t* out,
       lowbit::detail::require(is_finite_half(float_to_half(x[i])),
                               "quantize_row: x[{}] = {} overflows F16 (|x| < 65520 needed)", i,
                               x[i]);
+  if (type == Type::BF16)
+    for (Index i = 0; i < n; ++i)
+      lowbit::detail::require((float_to_bf16(x[i]) & 0x7F80u) != 0x7F80u,
+                              "quantize_row: x[{}] = {} overflows BF16", i, x[i]);
   if (!f) {
     for (Index i = 0; i < n; ++i) {
       if (type == Type::F32)

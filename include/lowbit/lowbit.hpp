@@ -10,6 +10,7 @@
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/epilogue.hpp>
 #include <lowbit/gemm/linear.hpp>

@@ -25,6 +25,9 @@ struct BlockKernelSet {
 inline BlockKernelSet block_kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
+    // AMX tiles run lowbit's own 8-bit and 4-bit layouts only; under Isa::amx block-form
+    // weights run AVX-512 VNNI's block kernels (amx implies avx512_vnni, see cpu.hpp).
+    case cpu::Isa::amx:
     case cpu::Isa::avx512_vnni:
       return {kernels::avx512_vnni::linear_block_int, kernels::avx512_vnni::linear_block_f32};
     case cpu::Isa::avx2:

@@ -30,6 +30,7 @@
 #include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/gguf_weights.hpp>
 #include <lowbit/gemm/linear.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/calib/entropy_observer.hpp>

@@ -127,6 +127,52 @@ TEST_CASE("block kernels: awkward M and N with every Isa, GEMV and prefill tiles
   }
 }
 
+TEST_CASE("block kernels: every other configuration of the code form gives the reference bits", "[gemm][blocks][kernels]") {
+  // The vector kernels cover GGUF's configurations; these run the portable kernels under every
+  // Isa (and the float32 path's vector kernels): 2-bit with byte sub-scales, Q4_K-like without
+  // offset or with a zero, legacy with longer super-blocks, 6-bit codes without sub-scales,
+  // sub-scales without mins, 3-bit codes without sub-scales.
+  std::mt19937 rng(34);
+  auto make = [&](const char* base, auto edit) {
+    BlockWeights w = test::random_blocks(test::block_format(base), 33, 512, rng);
+    edit(w);
+    return w;
+  };
+  std::vector<BlockWeights> others;
+  others.push_back(make("Q2_K", [](BlockWeights& w) { w.sc[3] = 100; }));
+  others.push_back(make("Q4_K", [](BlockWeights& w) { w.zero = 7; }));
+  others.push_back(make("Q4_K", [](BlockWeights& w) { w.offset = false, w.m.clear(), w.mn.clear(); }));
+  others.push_back(make("Q6_K", [](BlockWeights& w) {
+    w.offset = true, w.m.assign(w.d.size(), 0xB000), w.mn.assign(w.sc.size(), 3);
+  }));
+  others.push_back(make("Q4_0", [](BlockWeights& w) { w.super_block = 64, w.d.resize(w.d.size() / 2); }));
+  others.push_back(make("Q8_0", [](BlockWeights& w) {
+    w.bits = 6, w.zero = 31;
+    for (auto& u : w.codes) u = uint8_t(u % 64);
+  }));
+  others.push_back(make("Q4_1", [](BlockWeights& w) {
+    w.bits = 3, w.zero = 0;
+    for (auto& u : w.codes) u = uint8_t(u % 8);
+  }));
+  others.push_back(make("Q5_K", [](BlockWeights& w) { w.mn.clear(); }));
+  for (size_t i = 0; i < others.size(); ++i) {
+    const PackedWeights w = pack_weights(others[i]);
+    for (Index M : {Index(1), Index(5)}) {
+      const MatrixXfR x = random_x(M, 512, rng, i % 2 == 1);
+      for (auto mode : {ActivationQuant::int8, ActivationQuant::uint8, ActivationQuant::float32}) {
+        LinearOptions opt;
+        opt.activations = mode;
+        const MatrixXfR ref = test::reference_block_linear(x, w, opt);
+        for (cpu::Isa isa : cpu::supported_isas()) {
+          cpu::ScopedIsa forced(isa);
+          INFO("configuration " << i << " isa " << cpu::to_string(isa) << " M " << M << " act " << to_string(mode));
+          REQUIRE(same_bits(linear(x, w, opt), ref));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("block kernels: results do not depend on the number of threads", "[gemm][blocks][kernels]") {
 #ifdef _OPENMP
   std::mt19937 rng(33);

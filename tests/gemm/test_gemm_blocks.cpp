@@ -87,12 +87,16 @@ TEST_CASE("block formats keep their density; Q2_K's sub-scales stay nibbles", "[
   const PackedWeights q2 = pack_weights(test::random_blocks(test::block_format("Q2_K"), 16, 256, rng));
   CHECK(q2.block().sc_store() == BlockLayout::Scales::nibbles);
   CHECK(q2.block().mn_store() == BlockLayout::Scales::nibbles);
-  // Q4_K with every sub-scale and min below 16 takes the nibble storage too, with the same values.
+  // Nibbles are Q2_K's storage only: Q4_K with every sub-scale below 16 keeps bytes, and 2-bit
+  // weights whose sub-scales do not fit a nibble switch to bytes, with the same values.
   const BlockWeights small = test::random_blocks(test::block_format("Q4_K"), 16, 256, rng, test::Fill::random,
                                                  test::Fill::min);
-  const PackedWeights q4 = pack_weights(small);
-  CHECK(q4.block().sc_store() == BlockLayout::Scales::nibbles);
-  for (Index j = 0; j < 8; ++j) CHECK(q4.block().sub_scale(3, j) == small.sc[size_t(3 * 8 + j)]);
+  CHECK(pack_weights(small).block().sc_store() == BlockLayout::Scales::int8);
+  BlockWeights wide = test::random_blocks(test::block_format("Q2_K"), 16, 256, rng);
+  wide.sc[5] = 40;
+  const PackedWeights q2w = pack_weights(wide);
+  CHECK(q2w.block().sc_store() == BlockLayout::Scales::int8);
+  for (Index j = 0; j < 16; ++j) CHECK(q2w.block().sub_scale(0, j) == wide.sc[size_t(j)]);
   const PackedWeights q6 = pack_weights(test::random_blocks(test::block_format("Q6_K"), 16, 256, rng));
   CHECK(q6.block().sc_store() == BlockLayout::Scales::int8);
   CHECK(q6.block().kind() == BlockLayout::Kind::b6_s16);

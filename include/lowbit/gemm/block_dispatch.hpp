@@ -49,6 +49,23 @@ inline BlockKernelSet block_kernel_set(cpu::Isa isa) {
   return {kernels::scalar::linear_block_int, kernels::scalar::linear_block_f32};
 }
 
+/// The kernels for `isa` and weights of layout L. The vector integer kernels are compiled for
+/// the configurations of GGUF's formats (see blk::run_int_config); weights of any other
+/// configuration run the portable integer kernel (the same bits, slower).
+inline BlockKernelSet block_kernel_set(cpu::Isa isa, const BlockLayout& L) {
+  BlockKernelSet k = block_kernel_set(isa);
+  bool covered = true;
+#if defined(LOWBIT_X86)
+  if (k.linear_int == kernels::avx512_vnni::linear_block_int) covered = kernels::avx512_vnni::block_int_covers(L);
+  if (k.linear_int == kernels::avx2::linear_block_int) covered = kernels::avx2::block_int_covers(L);
+#elif defined(LOWBIT_AARCH64)
+  if (k.linear_int == kernels::neon_dotprod::linear_block_int) covered = kernels::neon_dotprod::block_int_covers(L);
+  if (k.linear_int == kernels::neon::linear_block_int) covered = kernels::neon::block_int_covers(L);
+#endif
+  if (!covered) k.linear_int = kernels::scalar::linear_block_int;
+  return k;
+}
+
 /// xs[m][j] = x[m, j*J] + ... + x[m, j*J + J - 1] (added in column order from 0), J = sub_block:
 /// the float32 block kernels' sub-block sums of x, computed once per call.
 inline void block_xsums(const float* x, Index M, Index ldx, const PackedWeights& w, std::vector<float>& xs) {

@@ -74,10 +74,13 @@ struct BlockWeights;
 ///
 /// Layout. Rows are taken in blocks of 16 (N padded to 16 with zero rows), as in the 8-bit and
 /// 4-bit layouts. Each (row block b, super-block s) is one contiguous *record*; the records of a
-/// block follow each other along K, so a block's weights are one stream:
-///   [low code plane][high code plane][sub-scale pairs][sub-min pairs][d: 16 halves][m: 16 halves]
+/// block follow each other along K, so a block's weights are one stream read front to back:
+///   record = group 0, group 1, ..., then d (16 halves), then m (16 halves, offset formats)
+///   group  = [sub-scale pair][sub-min pair][low code plane][high code plane]
+/// A group covers group_cols() columns: a pair of sub-blocks (2 x 16 or 2 x 32 columns) when
+/// sub-scales are stored, else 32 columns.
 /// - A code plane of field width w (8, 4, 2 or 1 bit) is a run of 64-byte chunks. A chunk covers
-///   4 * (8 / w) columns of the super-block: byte lane*4 + j of chunk c holds, in its field i
+///   4 * (8 / w) columns of the group: byte lane*4 + j of chunk c holds, in its field i
 ///   (bits [w*i, w*i + w)), the column 4 * (c * 8 / w + i) + j of row 16b + lane. So w = 8 is
 ///   exactly the 8-bit layout of PackedWeights and w = 4 exactly its 4-bit layout; each chunk is
 ///   one zmm, two ymm or four NEON q registers of 16 lanes x 4 bytes, lane = row.
@@ -88,11 +91,11 @@ struct BlockWeights;
 ///     sub-blocks of 16: 2 for bits 2 [Q2_K]; 2 + 1 for 3 [Q3_K]; 4 + 2 for 4..6 [Q6_K];
 ///     sub-blocks of 32: 4 for bits 2..4 [Q4_K]; 4 + 1 for 5 [Q5_K];
 ///   other combinations are rejected. So every GGUF format keeps exactly its bits per code.
-/// - Sub-scales sc and sub-mins mn (present unless all are 1, as in the legacy formats) are kept
-///   per (block, sub-block, lane) in pairs of sub-blocks: the 32 bytes of pair p hold, at byte
-///   lane*2 + i, the value of sub-block 2p + i of that lane (so a super-block has an even number
-///   of sub-blocks). As int8, or as nibbles (sc | mn << 4, one byte per value pair, sc and mn
-///   sharing the byte as Q2_K does) when every sc and mn is within 0..15.
+/// - Sub-scales sc and sub-mins mn (kinds with sub-blocks: sc always, mn with offset; 1 where
+///   BlockWeights leaves them empty): the 32 bytes of a pair hold, at byte lane*2 + i, the value
+///   of the group's sub-block i for that lane. As int8, or for the 2-bit kind with offset, when
+///   every sc and mn is within 0..15, as one byte sc | mn << 4 (Q2_K's own nibbles; no separate
+///   mn pair then).
 /// - d and m: the fp16 bits of the (row, super-block) scale and offset, one per lane.
 /// Bytes per 256 weights and row: Q8_0 272, Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q2_K 84,
 /// Q6_K 210 (all exactly GGUF's), Q3_K 114 (GGUF 110), Q4_K 148 (144), Q5_K 180 (176): the
@@ -106,6 +109,9 @@ class BlockLayout {
   static constexpr Index block_rows = 16;
   static constexpr Index chunk_bytes = 64;
   enum class Scales { none, int8, nibbles };
+  /// The eight kinds of layout (code planes x sub-block of the sub-scale pairs) the kernels
+  /// implement, one per family of GGUF's formats.
+  enum class Kind { b8, b4, b5, b2_s16, b3_s16, b4_s32, b5_s32, b6_s16 };
 
   bool empty() const { return rows_ == 0; }
   Index rows() const { return rows_; }
@@ -113,6 +119,7 @@ class BlockLayout {
   int bits() const { return bits_; }
   int zero() const { return zero_; }
   bool offset() const { return offset_; }
+  Kind kind() const { return kind_; }
   Index super_block() const { return super_; }
   Index sub_block() const { return sub_; }
   Index supers() const { return cols_ / super_; }
@@ -120,27 +127,26 @@ class BlockLayout {
   /// Field widths of the two code planes (high_width 0: no high plane).
   int low_width() const { return low_w_; }
   int high_width() const { return high_w_; }
-  /// Storage of sc and of mn (mn: none means mn = 1 for offset formats).
+  /// Storage of sc and of mn (none: every value 1, or mn unused without offset).
   Scales sc_store() const { return sc_; }
   Scales mn_store() const { return mn_; }
-  /// True when the record holds sub-scale or sub-min pairs.
-  bool pairs() const { return sc_ != Scales::none || mn_ != Scales::none; }
-  /// Columns whose activation sums the kernels need per entry (see QuantizedActivations):
-  /// the sub-block with pairs, else 32.
-  Index sum_cols() const { return pairs() ? sub_ : 32; }
+  /// True when the groups hold sub-scale (and sub-min) pairs.
+  bool pairs() const { return sc_ != Scales::none; }
+  /// Columns of a group and of the activation sums the kernels need per entry (see
+  /// QuantizedActivations::sub_sums): the sub-block.
+  Index group_cols() const { return pairs() ? 2 * sub_ : 32; }
+  Index sum_cols() const { return sub_; }
   /// Columns over which the x86 kernels may add c*u in int16 before widening (a unit), chosen so
   /// that no int16 partial sum can overflow: 2 * (unit / 4) * (2^planes - 1) * 128 <= 32767.
   Index unit_cols() const { return unit_; }
 
-  /// The eight kinds of layout (code planes x sub-block of the sub-scale pairs) the kernels
-  /// implement, one per family of GGUF's formats.
-  enum class Kind { b8, b4, b5, b2_s16, b3_s16, b4_s32, b5_s32, b6_s16 };
-  Kind kind() const { return kind_; }
-
   size_t record_bytes() const { return rec_; }
-  size_t high_offset() const { return off_hi_; }
-  size_t sc_offset() const { return off_sc_; }
+  size_t group_bytes() const { return grp_; }
+  /// Offsets inside a group: sub-scale pair, sub-min pair, low plane, high plane.
   size_t mn_offset() const { return off_mn_; }
+  size_t low_offset() const { return off_lo_; }
+  size_t high_offset() const { return off_hi_; }
+  /// Offsets inside a record of d and m.
   size_t d_offset() const { return off_d_; }
   size_t m_offset() const { return off_m_; }
   const uint8_t* record(Index block, Index s) const {
@@ -157,10 +163,11 @@ class BlockLayout {
 
   // Element access (slow; for the reference and the tests). n < rows (padding rows are zero).
   int code(Index n, Index k) const {
-    const Index s = k / super_, kk = k % super_, v = kk / 4, j = kk % 4, lane = n % block_rows;
-    const uint8_t* rec = record(n / block_rows, s);
-    int u = field(rec, low_w_, v, lane, j);
-    if (high_w_) u |= field(rec + off_hi_, high_w_, v, lane, j) << low_w_;
+    const Index s = k / super_, g = (k % super_) / group_cols(), c = (k % super_) % group_cols();
+    const Index v = c / 4, j = c % 4, lane = n % block_rows;
+    const uint8_t* grp = record(n / block_rows, s) + size_t(g) * grp_;
+    int u = field(grp + off_lo_, low_w_, v, lane, j);
+    if (high_w_) u |= field(grp + off_hi_, high_w_, v, lane, j) << low_w_;
     return u;
   }
   uint16_t d_bits(Index n, Index s) const { return half_at(record(n / block_rows, s) + off_d_, n % block_rows); }
@@ -168,13 +175,13 @@ class BlockLayout {
   /// Sub-scale and sub-min of sub-block j of row n (1 when not stored; mn 0 for formats without offset).
   int sub_scale(Index n, Index j) const {
     if (sc_ == Scales::none) return 1;
-    const uint8_t b = pair_byte(off_sc_, n, j);
+    const uint8_t b = pair_byte(0, n, j);
     return sc_ == Scales::nibbles ? b & 0xF : int(int8_t(b));
   }
   int sub_min(Index n, Index j) const {
     if (!offset_) return 0;
     if (mn_ == Scales::none) return 1;
-    if (mn_ == Scales::nibbles) return pair_byte(off_sc_, n, j) >> 4;
+    if (mn_ == Scales::nibbles) return pair_byte(0, n, j) >> 4;
     return int(int8_t(pair_byte(off_mn_, n, j)));
   }
   int32_t wsum(Index n, Index s) const { return wsums(n / block_rows, s)[n % block_rows]; }
@@ -195,7 +202,7 @@ class BlockLayout {
   }
   uint8_t pair_byte(size_t off, Index n, Index j) const {
     const Index per_super = super_ / sub_, s = j / per_super, jl = j % per_super;
-    return record(n / block_rows, s)[off + size_t(jl / 2) * 32 + size_t(n % block_rows) * 2 + size_t(jl % 2)];
+    return record(n / block_rows, s)[size_t(jl / 2) * grp_ + off + size_t(n % block_rows) * 2 + size_t(jl % 2)];
   }
 
   Index rows_ = 0, cols_ = 0, super_ = 0, sub_ = 0, blocks_ = 0, unit_ = 0;
@@ -203,7 +210,7 @@ class BlockLayout {
   bool offset_ = false;
   Kind kind_ = Kind::b8;
   Scales sc_ = Scales::none, mn_ = Scales::none;
-  size_t rec_ = 0, off_hi_ = 0, off_sc_ = 0, off_mn_ = 0, off_d_ = 0, off_m_ = 0;
+  size_t rec_ = 0, grp_ = 0, off_mn_ = 0, off_lo_ = 0, off_hi_ = 0, off_d_ = 0, off_m_ = 0;
   std::vector<uint8_t, detail::Aligned64<uint8_t>> data_;
   std::vector<int32_t> wsum_, msum_;
 };

@@ -130,6 +130,8 @@ inline void validate(const BlockWeights& w) {
 /// Fills a BlockLayout; the one place that knows how pack_weights(BlockWeights) lays bytes out.
 struct BlockLayoutBuilder {
   static BlockLayout build(const BlockWeights& w) {
+    using Kd = BlockLayout::Kind;
+    using Sc = BlockLayout::Scales;
     BlockLayout L;
     L.rows_ = w.rows;
     L.cols_ = w.cols;
@@ -139,7 +141,6 @@ struct BlockLayoutBuilder {
     L.super_ = w.super_block;
     L.sub_ = w.sub_block;
     L.blocks_ = (w.rows + BlockLayout::block_rows - 1) / BlockLayout::block_rows;
-    using Kd = BlockLayout::Kind;
     L.kind_ = detail::block_kind(w);
     switch (L.kind_) {
       case Kd::b8: L.low_w_ = 8, L.high_w_ = 0; break;
@@ -149,22 +150,24 @@ struct BlockLayoutBuilder {
       case Kd::b3_s16: L.low_w_ = 2, L.high_w_ = 1; break;
       case Kd::b6_s16: L.low_w_ = 4, L.high_w_ = 2; break;
     }
-    const bool nib = !w.sc.empty() && !w.mn.empty() &&
-                     std::all_of(w.sc.begin(), w.sc.end(), [](int16_t v) { return v >= 0 && v <= 15; }) &&
-                     std::all_of(w.mn.begin(), w.mn.end(), [](int16_t v) { return v >= 0 && v <= 15; });
-    using S = BlockLayout::Scales;
-    L.sc_ = w.sc.empty() ? S::none : nib ? S::nibbles : S::int8;
-    L.mn_ = w.mn.empty() ? S::none : nib ? S::nibbles : S::int8;
+    const bool pairs = !w.sc.empty() || !w.mn.empty();
+    auto small = [](const std::vector<int16_t>& v) {
+      return std::all_of(v.begin(), v.end(), [](int16_t x) { return x >= 0 && x <= 15; });
+    };
+    // Kinds with sub-blocks always store sc, and mn with offset (1 where BlockWeights has none);
+    // the 2-bit kind keeps Q2_K's nibbles when every value fits.
+    const bool nib = pairs && w.offset && L.kind_ == Kd::b2_s16 && small(w.sc) && small(w.mn);
+    L.sc_ = !pairs ? Sc::none : nib ? Sc::nibbles : Sc::int8;
+    L.mn_ = !pairs || !w.offset ? Sc::none : nib ? Sc::nibbles : Sc::int8;
     L.unit_ = detail::block_unit_cols(L.low_w_, L.high_w_, L.sum_cols());
 
-    const size_t S_ = size_t(w.super_block), pairs = size_t(w.super_block / w.sub_block) / 2;
-    const size_t low = S_ * size_t(L.low_w_) / 32 * 64, high = S_ * size_t(L.high_w_) / 32 * 64;
-    L.off_hi_ = low;
-    L.off_sc_ = low + high;
-    const size_t sc_bytes = L.sc_ != S::none || L.mn_ == S::nibbles ? pairs * 32 : 0;
-    L.off_mn_ = L.off_sc_ + sc_bytes;
-    const size_t mn_bytes = L.mn_ == S::int8 ? pairs * 32 : 0;
-    L.off_d_ = L.off_mn_ + mn_bytes;
+    const size_t gcols = size_t(L.group_cols()), groups = size_t(w.super_block) / gcols;
+    const size_t sc_bytes = pairs ? 32 : 0, mn_bytes = L.mn_ == Sc::int8 ? 32 : 0;
+    L.off_mn_ = sc_bytes;
+    L.off_lo_ = sc_bytes + mn_bytes;
+    L.off_hi_ = L.off_lo_ + gcols * size_t(L.low_w_) / 32 * 64;
+    L.grp_ = L.off_hi_ + gcols * size_t(L.high_w_) / 32 * 64;
+    L.off_d_ = groups * L.grp_;
     L.off_m_ = L.off_d_ + 32;
     L.rec_ = L.off_m_ + (w.offset ? 32 : 0);
 
@@ -182,24 +185,29 @@ struct BlockLayoutBuilder {
         uint8_t* rec = L.data_.data() + (size_t(b) * size_t(nsup) + size_t(s)) * L.rec_;
         int32_t ws = 0, ms = 0;
         for (Index kk = 0; kk < w.super_block; ++kk) {
-          const Index k = s * w.super_block + kk, v = kk / 4, j = kk % 4;
+          const Index k = s * w.super_block + kk, g = kk / Index(gcols), c = kk % Index(gcols), v = c / 4, j = c % 4;
+          uint8_t* grp = rec + size_t(g) * L.grp_;
           const int u = w.codes[size_t(n) * size_t(w.cols) + size_t(k)];
-          put_field(rec, L.low_w_, v, lane, j, u & ((1 << L.low_w_) - 1));
-          if (L.high_w_) put_field(rec + L.off_hi_, L.high_w_, v, lane, j, u >> L.low_w_);
+          put_field(grp + L.off_lo_, L.low_w_, v, lane, j, u & ((1 << L.low_w_) - 1));
+          if (L.high_w_) put_field(grp + L.off_hi_, L.high_w_, v, lane, j, u >> L.low_w_);
           const int sc = w.sc.empty() ? 1 : w.sc[size_t(n) * size_t(nsub_row) + size_t(k / w.sub_block)];
           ws += sc * (u - w.zero);
         }
-        for (Index jl = 0; jl < per_super; ++jl) {
+        for (Index jl = 0; pairs && jl < per_super; ++jl) {
           const size_t ji = size_t(n) * size_t(nsub_row) + size_t(s * per_super + jl);
-          const size_t at = size_t(jl / 2) * 32 + size_t(lane) * 2 + size_t(jl % 2);
+          uint8_t* pair = rec + size_t(jl / 2) * L.grp_ + size_t(lane) * 2 + size_t(jl % 2);
+          const int sc = w.sc.empty() ? 1 : w.sc[ji], mn = w.mn.empty() ? 1 : w.mn[ji];
           if (nib) {
-            rec[L.off_sc_ + at] = uint8_t(w.sc[ji] | (w.mn[ji] << 4));
+            pair[0] = uint8_t(sc | (mn << 4));
           } else {
-            if (!w.sc.empty()) rec[L.off_sc_ + at] = uint8_t(int8_t(w.sc[ji]));
-            if (!w.mn.empty()) rec[L.off_mn_ + at] = uint8_t(int8_t(w.mn[ji]));
+            pair[0] = uint8_t(int8_t(sc));
+            if (w.offset) pair[L.off_mn_] = uint8_t(int8_t(mn));
           }
-          if (w.offset) ms += (w.mn.empty() ? 1 : w.mn[ji]) * int32_t(w.sub_block);
         }
+        if (w.offset)
+          for (Index jl = 0; jl < per_super; ++jl)
+            ms += (w.mn.empty() ? 1 : w.mn[size_t(n) * size_t(nsub_row) + size_t(s * per_super + jl)]) *
+                  int32_t(w.sub_block);
         const size_t pi = size_t(n) * size_t(nsup) + size_t(s);
         std::memcpy(rec + L.off_d_ + 2 * lane, &w.d[pi], 2);
         if (w.offset) std::memcpy(rec + L.off_m_ + 2 * lane, &w.m[pi], 2);

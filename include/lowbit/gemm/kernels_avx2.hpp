@@ -165,7 +165,8 @@ struct V {
   // Block-form weights (block_kernel_body.hpp). Codes below 64 times activations: vpmaddubsw
   // pairs, added in int16 over a unit (BlockLayout::unit_cols keeps them below 32768), widened
   // by vpmaddwd with the sub-scale pair (sc, sc) of each lane, so the scale costs nothing extra.
-  static constexpr int blk_mr = 2, blk_nb = 1, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
+  static constexpr int blk_mr = 2, blk_nb = 1, blk_gemv_nb = 1, blkf_mr = 2, blkf_nb = 1;
+  static constexpr bool blk_all_configs = false;
   using C = R;
   struct Sub { __m256i v[2]; };  // int16 pair sums
   using Z = __m256i;             // zero * sum c per int16 element
@@ -193,6 +194,7 @@ struct V {
   static void sub_dot(Sub& s, const C& c, A a) {
     for (int h = 0; h < 2; ++h) s.v[h] = _mm256_add_epi16(s.v[h], _mm256_maddubs_epi16(c.v[h], a));
   }
+  static Sub sub_first(const C& c, A a) { return {{_mm256_maddubs_epi16(c.v[0], a), _mm256_maddubs_epi16(c.v[1], a)}}; }
   static Z z_load(int32_t p) { return _mm256_set1_epi32(p); }
   static Sc sc_unit() { return {{_mm256_set1_epi16(1), _mm256_set1_epi16(1)}}; }
   static __m256i pair_words(const uint8_t* p, bool nibbles, bool high) {
@@ -214,6 +216,25 @@ struct V {
   }
   static Pr mn_load_pairs(const uint8_t* p, bool nibbles) {
     return {{pair_words(p, nibbles, true), pair_words(p + 16, nibbles, true)}};
+  }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    if (!nibbles) {
+      sc_load_pairs(p, false, s0, s1);
+      pr = mn_load_pairs(p + mn_offset, false);
+      return;
+    }
+    const __m256i even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9,
+                                          8, 9, 12, 13, 12, 13);
+    const __m256i odd = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3, 2, 3, 6, 7, 6, 7,
+                                         10, 11, 10, 11, 14, 15, 14, 15);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h));
+      const __m256i w = _mm256_cvtepu8_epi16(_mm_and_si128(b, m4));
+      s0.v[h] = _mm256_shuffle_epi8(w, even);
+      s1.v[h] = _mm256_shuffle_epi8(w, odd);
+      pr.v[h] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), m4));
+    }
   }
   static void fold(I& acc, const Sub& s, const Sc& sc) {
     for (int h = 0; h < 2; ++h) acc.v[h] = _mm256_add_epi32(acc.v[h], _mm256_madd_epi16(s.v[h], sc.v[h]));

@@ -113,6 +113,7 @@ struct V {
   // vpmaddubsw pairs added in int16 over a unit, widened by vpmaddwd with the (sc, sc) pair of
   // each lane. The same integers as every path; written to mirror kernels_avx2.hpp line by line.
   static constexpr int blk_mr = 4, blk_nb = 2, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
+  static constexpr bool blk_all_configs = false;
   using C = __m512i;
   using Sub = __m512i;  // int16 pair sums
   using Z = __m512i;
@@ -130,6 +131,7 @@ struct V {
   static C c_or(C a, C b) { return _mm512_or_si512(a, b); }
   static Sub sub_zero() { return _mm512_setzero_si512(); }
   static void sub_dot(Sub& s, C c, A a) { s = _mm512_add_epi16(s, _mm512_maddubs_epi16(c, a)); }
+  static Sub sub_first(C c, A a) { return _mm512_maddubs_epi16(c, a); }
   static Z z_load(int32_t p) { return _mm512_set1_epi32(p); }
   static Sc sc_unit() { return _mm512_set1_epi16(1); }
   static __m512i pair_words(const uint8_t* p, bool nibbles, bool high) {
@@ -146,6 +148,21 @@ struct V {
     s1 = _mm512_shuffle_epi8(w, odd);
   }
   static Pr mn_load_pairs(const uint8_t* p, bool nibbles) { return pair_words(p, nibbles, true); }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    if (!nibbles) {
+      sc_load_pairs(p, false, s0, s1);
+      pr = mn_load_pairs(p + mn_offset, false);
+      return;
+    }
+    const __m512i even = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    const __m512i odd = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m512i w = _mm512_cvtepu8_epi16(_mm256_and_si256(b, m4));
+    s0 = _mm512_shuffle_epi8(w, even);
+    s1 = _mm512_shuffle_epi8(w, odd);
+    pr = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4));
+  }
   static void fold(I& acc, Sub s, Sc sc) { acc = _mm512_add_epi32(acc, _mm512_madd_epi16(s, sc)); }
   static void fold_z(I& acc, Sub s, Z z, Sc sc) {
     acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_sub_epi16(s, z), sc));

@@ -116,6 +116,7 @@ struct NeonBase {
   // Block-form weights (block_kernel_body.hpp): codes below 64 are valid signed bytes, so sdot /
   // smull take them as they are; sub-scales and mins widen to int32 lanes (vmla).
   static constexpr int blk_mr = 4, blk_nb = 1, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
+  static constexpr bool blk_all_configs = false;
   using C = W;
   using Z = int32x4_t;
   using Sc = I;
@@ -169,6 +170,10 @@ struct NeonBase {
       v.val[1] = vshrq_n_u8(v.val[1], 4);
     }
     return {widen(vreinterpretq_s8_u8(v.val[0])), widen(vreinterpretq_s8_u8(v.val[1]))};
+  }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    sc_load_pairs(p, nibbles, s0, s1);
+    pr = mn_load_pairs(nibbles ? p : p + mn_offset, nibbles);
   }
   static void fold_pairs(I& acc, const int16_t* cs, const Pr& p) {
     for (int q = 0; q < 4; ++q) acc.v[q] = vmlaq_n_s32(vmlaq_n_s32(acc.v[q], p.m0.v[q], cs[0]), p.m1.v[q], cs[1]);
@@ -252,6 +257,11 @@ struct V : neon_common::NeonBase {
   }  using Sub = Acc;
   static Sub sub_zero() { return zero(); }
   static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
+  static Sub sub_first(const C& c, A a) {
+    Sub s = zero();
+    dot8(s, c, a);
+    return s;
+  }
   static void fold(I& acc, const Sub& s, const Sc& sc) { fold_i(acc, finish(s), nullptr, sc); }
   static void fold_z(I& acc, const Sub& s, Z z, const Sc& sc) { fold_i(acc, finish(s), &z, sc); }
 };
@@ -278,6 +288,11 @@ struct V : neon_common::NeonBase {
   static I finish(const Acc& a) { return a; }  using Sub = Acc;
   static Sub sub_zero() { return zero(); }
   static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
+  static Sub sub_first(const C& c, A a) {
+    Sub s = zero();
+    dot8(s, c, a);
+    return s;
+  }
   static void fold(I& acc, const Sub& s, const Sc& sc) { fold_i(acc, finish(s), nullptr, sc); }
   static void fold_z(I& acc, const Sub& s, Z z, const Sc& sc) { fold_i(acc, finish(s), &z, sc); }
 };

@@ -125,6 +125,7 @@ struct V : detail::ScalarRowOps {
   // Block-form weights (block_kernel_body.hpp): plain int32 lanes. The lane loops stay out of
   // line (LOWBIT_SCALAR_OP): the unrolled driver then compiles quickly, and this path has no speed target.
   static constexpr int blk_mr = 1, blk_nb = 1, blk_gemv_nb = 1, blkf_mr = 1, blkf_nb = 1;
+  static constexpr bool blk_all_configs = true;
   using C = W;
   using Sub = I;
   using Z = int32_t;
@@ -145,6 +146,11 @@ struct V : detail::ScalarRowOps {
   }
   static Sub sub_zero() { return I{}; }
   LOWBIT_SCALAR_OP static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
+  static Sub sub_first(const C& c, A a) {
+    Sub s{};
+    sub_dot(s, c, a);
+    return s;
+  }
   static Z z_load(int32_t p) { return int32_t(int16_t(uint32_t(p) & 0xFFFFu)) + int32_t(int16_t(uint32_t(p) >> 16)); }
   static Sc sc_unit() { return set_i(1); }
   static int pair_value(uint8_t b, bool nibbles, bool high) {
@@ -163,6 +169,10 @@ struct V : detail::ScalarRowOps {
       r.m1.v[i] = pair_value(p[2 * i + 1], nibbles, true);
     }
     return r;
+  }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    sc_load_pairs(p, nibbles, s0, s1);
+    pr = mn_load_pairs(nibbles ? p : p + mn_offset, nibbles);
   }
   LOWBIT_SCALAR_OP static void fold(I& acc, const Sub& s, const Sc& sc) {
     for (int i = 0; i < 16; ++i) acc.v[i] += s.v[i] * sc.v[i];

@@ -117,7 +117,7 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
   const cpu::Isa isa = cpu::active_isa();
   const detail::KernelSet ks = detail::kernel_set(isa);
   const bool blockw = w.is_block();
-  const detail::BlockKernelSet bks = blockw ? detail::block_kernel_set(isa) : detail::BlockKernelSet{};
+  const detail::BlockKernelSet bks = blockw ? detail::block_kernel_set(isa, w.block()) : detail::BlockKernelSet{};
 
   detail::QuantizedActivations* a = nullptr;
   const float* xs = nullptr;

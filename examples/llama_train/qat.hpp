@@ -4,8 +4,8 @@
 #include "adam.hpp"
 #include "train.hpp"
 
+#include <lowbit/core/half.hpp>
 #include <lowbit/core/quant_params.hpp>
-#include <lowbit/gemm/fp16.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
 #include <lowbit/qat/lsq.hpp>
 
@@ -103,8 +103,8 @@ class QatModel {
     for (auto& [name, qp] : params_) {
       if (qp.scheme.granularity != lowbit::Granularity::per_group) continue;
       for (float& s : qp.scale) {
-        uint16_t h = 0;
-        if (lowbit::detail::float_to_half(s, h)) s = lowbit::detail::half_to_float(h);
+        const uint16_t h = lowbit::float_to_half(s);
+        if (lowbit::is_normal_half(h)) s = lowbit::half_to_float(h);
       }
     }
   }

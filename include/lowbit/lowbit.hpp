@@ -27,8 +27,10 @@
 #include <lowbit/formats/rounding.hpp>
 #include <lowbit/formats/type.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/gguf_weights.hpp>
 #include <lowbit/gemm/linear.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/calib/entropy_observer.hpp>

@@ -1,4 +1,4 @@
-// tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for training tests.
+// tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for tests; a wide one for GGUF blocks.
 #pragma once
 
 #include "../../examples/llama_train/train.hpp"
@@ -42,10 +42,21 @@ inline llama::Config config() {
   return c;
 }
 
-/// Random weights of config(); the head is the embedding when `tied`.
+/// The same network with rows wide enough for GGUF's 256-weight super-blocks: dim 256 (4/2 heads
+/// of 64), FFN 512, so every Linear's rows are 256 or 512 long.
+inline llama::Config wide_config() {
+  llama::Config c = config();
+  c.dim = 256;
+  c.hidden_dim = 512;
+  c.head_dim = 64;
+  c.rope_dim = 64;
+  c.context_length = 24;
+  return c;
+}
+
+/// Random weights of `c` (config() unless given); the head is the embedding when `tied`.
 template <class T>
-llama::train::Params<T> params(bool tied, std::mt19937& rng) {
-  const auto c = config();
+llama::train::Params<T> params(bool tied, std::mt19937& rng, const llama::Config& c = config()) {
   llama::train::Params<T> p;
   p.config = c;
   p.tied = tied;
@@ -58,7 +69,7 @@ llama::train::Params<T> params(bool tied, std::mt19937& rng) {
     p.layers.push_back({random_mat<T>(c.dim, c.dim, rng, s), random_mat<T>(kv, c.dim, rng, s),
                         random_mat<T>(kv, c.dim, rng, s), random_mat<T>(c.dim, c.dim, rng, s),
                         random_mat<T>(c.hidden_dim, c.dim, rng, s),
-                        random_mat<T>(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(24.0)),
+                        random_mat<T>(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(double(c.hidden_dim))),
                         random_mat<T>(c.hidden_dim, c.dim, rng, s),
                         random_vec<T>(c.dim, rng, 1.0, 0.3), random_vec<T>(c.dim, rng, 1.0, 0.3)});
   return p;

@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <random>
 
@@ -215,8 +214,8 @@ TEST_CASE("gguf: F16, BF16, Q8_0 and Q4_0 tensors decode to the values they enco
   CHECK(std::signbit(f.read("h")(0, 5)));
   CHECK(f.tensor("q8").n_bytes == 68);
   // F16 infinity and NaN decode as such.
-  CHECK(std::isinf(lowbit::half_to_float(0x7C00)));
-  CHECK(std::isnan(lowbit::half_to_float(0x7E00)));
+  CHECK(std::isinf(lowbit::io::detail::half_to_float(0x7C00)));
+  CHECK(std::isnan(lowbit::io::detail::half_to_float(0x7E00)));
 }
 
 TEST_CASE("gguf: hostile headers throw lowbit::Error naming the problem") {
@@ -271,8 +270,8 @@ TEST_CASE("gguf: hostile headers throw lowbit::Error naming the problem") {
   throws_with(Bytes{}.header(2, 0).tensor("t", {4}, 0, 0).tensor("t", {4}, 0, 32).pad().raw(std::vector<uint8_t>(64)),
               "duplicate tensor");
   // Supported by the layout table, not by read(): a clear error, not garbage.
-  const auto iq2 = Bytes{}.header(1, 0).tensor("t", {256}, 16, 0).pad().raw(std::vector<uint8_t>(66)).parse();
-  CHECK_THROWS_AS(iq2.read("t"), lowbit::Error);
+  const auto q4k = Bytes{}.header(1, 0).tensor("t", {256}, 12, 0).pad().raw(std::vector<uint8_t>(144)).parse();
+  CHECK_THROWS_AS(q4k.read("t"), lowbit::Error);
   CHECK_THROWS_AS(GgufFile::from_bytes(nullptr, 4), lowbit::Error);
 }
 
@@ -335,9 +334,7 @@ TEST_CASE("gguf: every ggml type's block is known; types read() cannot decode th
       {26, "I32", 1, 4}, {27, "I64", 1, 8}, {28, "F64", 1, 8}, {29, "IQ1_M", 256, 56},
       {30, "BF16", 1, 2}, {34, "TQ1_0", 256, 54}, {35, "TQ2_0", 256, 66}, {39, "MXFP4", 32, 17},
       {40, "NVFP4", 64, 36}, {41, "Q1_0", 128, 18}, {42, "Q2_0", 64, 18}};
-  const std::vector<std::string> decodable = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",
-                                              "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K",
-                                              "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"};
+  const std::vector<std::string> decodable = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
   for (const auto& g : all) {
     INFO(g.name);
     // Two rows of two blocks each, then the data.
@@ -377,36 +374,6 @@ TEST_CASE("gguf: every ggml type's block is known; types read() cannot decode th
                 {"unknown tensor type " + std::to_string(id)});
 }
 
-TEST_CASE("gguf: read() decodes every block format exactly as formats::decode_matrix") {
-  namespace fm = lowbit::formats;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> n(0.0f, 0.3f);
-  for (const fm::Format& f : fm::detail::kFormats) {
-    INFO(f.name);
-    // Three rows of two blocks of weights, quantized by the format's reference rounding, placed
-    // after an F32 tensor so the block tensor's offset is not 0.
-    const lowbit::Index rows = 3, cols = 2 * f.block_size;
-    lowbit::MatrixXfR w(rows, cols);
-    for (lowbit::Index i = 0; i < w.size(); ++i) w.data()[i] = n(rng);
-    const std::vector<uint8_t> blocks = fm::quantize_matrix(f.type, w);
-    lowbit::io::TensorData a, q;
-    a.name = "a";
-    a.ne = {3};
-    a.bytes.assign(12, 0);
-    q.name = "q";
-    q.ne = {uint64_t(cols), uint64_t(rows)};
-    q.type = f.type;
-    q.bytes = blocks;
-    const auto bytes = lowbit::io::serialize_gguf({}, {a, q});
-    const auto file = GgufFile::from_bytes(bytes.data(), bytes.size());
-    const lowbit::MatrixXfR got = file.read("q");
-    const lowbit::MatrixXfR want = fm::decode_matrix(f.type, blocks.data(), rows, cols);
-    REQUIRE(got.rows() == rows);
-    REQUIRE(got.cols() == cols);
-    CHECK(std::memcmp(got.data(), want.data(), sizeof(float) * size_t(want.size())) == 0);
-  }
-}
-
 TEST_CASE("gguf: a file of IQ and TQ tensors opens; reading one to float names its type") {
   const auto f = Bytes{}.header(3, 0)
                      .tensor("blk.0.attn_q.weight", {256, 2}, 17, 0)    // IQ2_XS: 2 * 74 bytes
@@ -424,8 +391,7 @@ TEST_CASE("gguf: a file of IQ and TQ tensors opens; reading one to float names i
   } catch (const lowbit::Error& e) {
     CHECK(std::string(e.what()) ==
           "gguf: tensor 'blk.0.attn_q.weight': reading type IQ2_XS to float is not supported (F32, "
-          "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS "
-          "are); its raw bytes are available through GgufFile::raw()");
+          "F16, BF16, Q8_0 and Q4_0 are); its raw bytes are available through GgufFile::raw()");
   }
 }
 

@@ -1,6 +1,8 @@
 // requantize.hpp: a llama GGUF rewritten in GGUF block formats (formats' plain rounding), typed as llama.cpp would.
 #pragma once
 
+#include "gguf_export.hpp"
+
 #include <lowbit/core/error.hpp>
 #include <lowbit/formats/format.hpp>
 #include <lowbit/formats/type.hpp>
@@ -48,45 +50,16 @@ inline bool quantizable(const lowbit::io::TensorInfo& t) {
   return t.ne.size() >= 2 && ends("weight") && !ends("_norm.weight");
 }
 
-/// A type whose block fits rows of `ncols`: `type` itself when it fits, else llama.cpp's fallback
-/// (src/llama-quant.cpp, tensor_type_fallback: Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1,
-/// Q6_K -> Q8_0, IQ4_XS -> IQ4_NL), and F16 when that does not fit either. For the 32-blocks
-/// (Q4_0 ... Q8_0) llama.cpp defines no fallback (its quantizer stops); here they become F16, as
-/// the 172-wide FFN-down rows of llama.cpp's own stories260K files are.
-inline lowbit::formats::Type fitting_type(lowbit::formats::Type type, uint64_t ncols) {
-  using lowbit::formats::Type;
-  const auto fits = [&](Type t) { return ncols % lowbit::formats::info(t).block_size == 0; };
-  if (fits(type)) return type;
-  Type f = Type::F16;
-  switch (type) {
-    case Type::Q2_K: case Type::Q3_K: f = Type::Q4_0; break;
-    case Type::Q4_K: f = Type::Q5_0; break;
-    case Type::Q5_K: f = Type::Q5_1; break;
-    case Type::Q6_K: f = Type::Q8_0; break;
-    case Type::IQ4_XS: f = Type::IQ4_NL; break;
-    default: break;
-  }
-  return fits(f) ? f : Type::F16;
-}
-
 /// The type tensor `t` gets: unchanged when not quantizable; an override (full name, then class)
-/// as given; the head ("output", or "token_embd" in a file without output.weight) as llama.cpp
-/// chooses it (Q8_0 stays Q8_0, a row its block does not fit gets Q8_0, anything else Q6_K, then
-/// the fallback); every other weight `o.type`, then the fallback.
+/// as given; else export_type() for the target `o.type` (llama.cpp's choice for the head, the
+/// fallback of rows the target's block does not fit).
 inline lowbit::formats::Type requant_type(const lowbit::io::TensorInfo& t, const RequantOptions& o,
                                           bool has_output) {
-  using lowbit::formats::Type;
   if (!quantizable(t)) return t.type;
   if (const auto it = o.overrides.find(t.name); it != o.overrides.end()) return it->second;
   const std::string cls = tensor_class(t.name);
   if (const auto it = o.overrides.find(cls); it != o.overrides.end()) return it->second;
-  const uint64_t ncols = t.ne[0];
-  if (cls == "output" || (cls == "token_embd" && !has_output)) {
-    Type head = Type::Q6_K;
-    if (o.type == Type::Q8_0 || ncols % lowbit::formats::info(o.type).block_size != 0) head = Type::Q8_0;
-    return fitting_type(head, ncols);
-  }
-  return fitting_type(o.type, ncols);
+  return export_type(t.name, int(t.ne.size()), t.ne[0], o.type, has_output);
 }
 
 /// What requantize_model wrote.

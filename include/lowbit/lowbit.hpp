@@ -56,6 +56,8 @@
 #include <lowbit/ptq/smoothquant.hpp>
 #include <lowbit/qat/fake_quant_module.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
+#include <lowbit/qat/format_fake_quant.hpp>
+#include <lowbit/qat/format_params.hpp>
 #include <lowbit/qat/lsq.hpp>
 #include <lowbit/mixed/allocation.hpp>
 #include <lowbit/mixed/budget.hpp>

@@ -60,7 +60,7 @@ std::vector<std::pair<std::string, Value>> metadata_of(const llama::Config& c) {
 std::vector<uint8_t> wide_f32_gguf(bool tied, uint32_t seed, bool wide = true) {
   std::mt19937 rng(seed);
   llama::Weights w =
-      llama::train::to_weights(tiny::params<float>(tied, rng, wide ? tiny::wide_config() : tiny::config()));
+      llama::train::to_weights(tiny::params<float>(tied, rng, wide ? tiny::wide_config(256, 512) : tiny::config()));
   w.tied_output = tied;
   return lowbit::io::serialize_gguf(metadata_of(w.config), llama::gguf_tensors(w));
 }

@@ -42,19 +42,19 @@ inline llama::Config config() {
   return c;
 }
 
-/// The same network with rows wide enough for GGUF's 256-weight super-blocks: dim 256 (4/2 heads
-/// of 64), FFN 512, so every Linear's rows are 256 or 512 long.
-inline llama::Config wide_config() {
+/// A wider config whose rows fit GGUF blocks: dim `dim` (q/k/v/gate/up/head rows), FFN width
+/// `hidden` (FFN-down rows), 4 query and 2 KV heads, vocab 32. E.g. (64, 48): rows of 64 fit
+/// 32-weight blocks and FFN-down's 48 fit none; (256, 512): every row fits the K-quants' 256.
+inline llama::Config wide_config(int dim, int hidden) {
   llama::Config c = config();
-  c.dim = 256;
-  c.hidden_dim = 512;
-  c.head_dim = 64;
-  c.rope_dim = 64;
-  c.context_length = 24;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.head_dim = dim / c.n_heads;
+  c.rope_dim = c.head_dim;
   return c;
 }
 
-/// Random weights of `c` (config() unless given); the head is the embedding when `tied`.
+/// Random weights of `c` (config() by default); the head is the embedding when `tied`.
 template <class T>
 llama::train::Params<T> params(bool tied, std::mt19937& rng, const llama::Config& c = config()) {
   llama::train::Params<T> p;

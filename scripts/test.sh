@@ -17,7 +17,7 @@ cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure --no-tests=error -j "$jobs"
 if grep -qw amx_int8 /proc/cpuinfo; then
   echo "== AMX machine: the kernel tests must run the amx Isa on the real tiles"
-  LOWBIT_REQUIRE_ISAS=amx build/release/tests/test_gemm_kernels
+  LOWBIT_REQUIRE_ISAS=amx build/release/tests/test_gemm
 fi
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"

@@ -1,5 +1,6 @@
 // test_blocks.cpp: one hand-made block per format, its bytes written out and every decoded float
 // worked out by hand from the layout (the arithmetic in the comments).
+#include "../support.hpp"
 #include <lowbit/formats/format.hpp>
 
 #include <catch2/catch.hpp>
@@ -12,11 +13,7 @@ using namespace lowbit::formats;
 
 namespace {
 
-uint32_t bits(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-}
+using lowbit::test::float_bits;
 
 // Decodes `block` with F and compares every float with `want` bit for bit (signed zeros too);
 // then checks pack(unpack(block)) gives the same bytes back.
@@ -28,7 +25,7 @@ void check_block(const std::vector<uint8_t>& block, const std::vector<float>& wa
   F::decode(block.data(), out.data());
   for (int i = 0; i < F::block_size; ++i) {
     INFO("weight " << i << ": got " << out[size_t(i)] << " want " << want[size_t(i)]);
-    REQUIRE(bits(out[size_t(i)]) == bits(want[size_t(i)]));
+    REQUIRE(float_bits(out[size_t(i)]) == float_bits(want[size_t(i)]));
   }
   BlockParams p;
   std::vector<int8_t> codes(F::block_size);

@@ -1,5 +1,6 @@
 // test_codecs.cpp: every codec's invariants on random and extreme blocks, its grid (fit) against
 // brute force, the reference rounding's error bounds and the encode/decode identities.
+#include "../support.hpp"
 #include <lowbit/formats/format.hpp>
 
 #include <catch2/catch.hpp>
@@ -18,11 +19,7 @@ using lowbit::half_to_float;
 
 namespace {
 
-uint32_t bits(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-}
+using lowbit::test::float_bits;
 
 template <class F>
 constexpr int nsub() {
@@ -101,7 +98,7 @@ void check_invariant(const uint8_t* block) {
     REQUIRE(std::find(valid.begin(), valid.end(), int(codes[i])) != valid.end());
     const float v = decode_value(F::sub_block_params(p, i / F::sub_block), codes[i], F::has_offset);
     INFO("weight " << i << " decode " << out[i] << " decode_value " << v);
-    REQUIRE(bits(out[i]) == bits(v));
+    REQUIRE(float_bits(out[i]) == float_bits(v));
   }
   uint8_t back[256];
   std::memset(back, 0xA5, sizeof back);
@@ -226,7 +223,7 @@ TEMPLATE_TEST_CASE("every code in every sub-block decodes to the documented form
         F::decode(block.data(), out);
         for (int i = 0; i < F::block_size; ++i) {
           INFO("d 0x" << std::hex << d << std::dec << " q " << q << " weight " << i);
-          REQUIRE(bits(out[i]) == bits(formula<F>(p, i / F::sub_block, q)));
+          REQUIRE(float_bits(out[i]) == float_bits(formula<F>(p, i / F::sub_block, q)));
         }
       }
 }

@@ -2,6 +2,7 @@
 // (through the emulation on every machine, on the real tiles where the CPU has them) against the
 // scalar reference, bit for bit.
 #include "gemm_test_util.hpp"
+#include "../support.hpp"
 
 #include <lowbit/gemm/kernels_amx.hpp>
 
@@ -54,10 +55,7 @@ int32_t get32(const uint8_t* p) {
   return int32_t(v);
 }
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 // reference bit for bit, for every format, over awkward shapes, extreme codes and sub-scales, every
 // activation mode and any thread count.
 #include "block_test_util.hpp"
+#include "../support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -19,10 +20,7 @@ using namespace lowbit;
 
 namespace {
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 MatrixXfR random_x(Index M, Index K, std::mt19937& rng, bool extreme) {
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -3,6 +3,7 @@
 // against an independent int64 computation) and, weight-only, x * decode(W)^T within fp32
 // rounding; every rejected input throws.
 #include "block_test_util.hpp"
+#include "../support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -14,10 +15,7 @@ using namespace lowbit;
 
 namespace {
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 /// GGUF's bytes per 256 weights of a row, and what BlockLayout stores.
 struct Density {

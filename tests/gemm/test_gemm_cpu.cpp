@@ -1,4 +1,6 @@
 // test_gemm_cpu.cpp: ISA detection, the scoped override and LOWBIT_ISA.
+#include "../support.hpp"
+
 #include <lowbit/gemm/cpu.hpp>
 
 #include <catch2/catch.hpp>
@@ -14,18 +16,8 @@ using cpu::Isa;
 
 namespace {
 
-#if defined(__x86_64__)
-/// The flags Linux reports for the first CPU in /proc/cpuinfo (empty elsewhere): an independent
-/// view of what the CPU and the kernel support.
-std::string cpuinfo_flags() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("flags", 0) == 0) return line + " ";
-  return "";
-}
-
-bool cpuinfo_has(const std::string& flag) { return cpuinfo_flags().find(" " + flag + " ") != std::string::npos; }
-#endif
+using lowbit::test::cpuinfo_flags;
+using lowbit::test::cpuinfo_has;
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 // math bit for bit, under every Isa this CPU runs; refused types and inputs; block weights never
 // reach the AMX tiles.
 #include "block_test_util.hpp"
+#include "../support.hpp"
 
 #include <lowbit/gemm/gguf_weights.hpp>
 
@@ -27,16 +28,9 @@ const std::vector<Type>& kernel_types() {
   return t;
 }
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
-uint32_t bits_of(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-}
+using lowbit::test::float_bits;
 
 /// A GGUF tensor of `type` [N][K]: rows of normal values with outliers quantized by formats'
 /// reference rounding, a zero row, rows of huge and of tiny values (fp16 scales at the top and in
@@ -123,7 +117,7 @@ TEST_CASE("gguf pack_weights: every weight of the code form is formats' decode, 
           const float add = detail::half_bits_to_float(L.m_bits(n, s)) * float(L.sub_min(n, j));
           v = v + add;
         }
-        mismatches += bits_of(v) != bits_of(want(n, k));
+        mismatches += float_bits(v) != float_bits(want(n, k));
         // And the code form itself (test::block_value is exact in double).
         mismatches += float(test::block_value(bw, n, k)) != want(n, k);
       }

@@ -1,6 +1,7 @@
 // test_gemm_kernels.cpp: every kernel under every supported Isa equals the scalar reference bit
 // for bit, over awkward shapes, extreme codes and zero points; results never depend on threads.
 #include "gemm_test_util.hpp"
+#include "../support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -43,20 +44,9 @@ std::vector<Case> cases() {
   return out;
 }
 
-#if defined(__x86_64__)
-/// True when Linux lists `flag` for the CPU in /proc/cpuinfo (false where there is none).
-bool cpuinfo_has(const std::string& flag) {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
-  return false;
-}
-#endif
+using lowbit::test::cpuinfo_has;
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 }  // namespace
 

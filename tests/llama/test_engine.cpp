@@ -4,6 +4,7 @@
 #include "../../examples/llama/perplexity.hpp"
 
 #include "sanitized.hpp"
+#include "../support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -15,8 +16,8 @@
 
 namespace {
 
-std::string shared(const std::string& rel) { return std::string(LOWBIT_SHARED_DIR) + "/" + rel; }
-bool have(const std::string& path) { return bool(std::ifstream(path)); }
+using lowbit::test::have;
+using lowbit::test::shared;
 
 // Straightforward scalar llama forward, written independently of engine.hpp: one position at a
 // time, plain loops, double accumulators. Returns logits [tokens][vocab].

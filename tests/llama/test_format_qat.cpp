@@ -9,6 +9,7 @@
 #include "../../examples/llama_train/format_qat.hpp"
 #include "sanitized.hpp"
 #include "tiny_llama.hpp"
+#include "../support.hpp"
 
 #include <lowbit/formats/format.hpp>
 #include <lowbit/io/gguf.hpp>
@@ -30,9 +31,9 @@ namespace io = lowbit::io;
 
 namespace {
 
-std::string model_path() { return std::string(LOWBIT_SHARED_DIR) + "/models/stories260K.gguf"; }
-std::string text_path() { return std::string(LOWBIT_SHARED_DIR) + "/data/tinystories_val.txt"; }
-bool have_model() { return bool(std::ifstream(model_path())) && bool(std::ifstream(text_path())); }
+using lowbit::test::stories_model;
+using lowbit::test::stories_text;
+bool have_model_and_text() { return bool(std::ifstream(stories_model())) && bool(std::ifstream(stories_text())); }
 
 std::string temp_path(const std::string& name) {
   return "/tmp/lowbit_test_format_qat_" + std::to_string(getpid()) + "_" + name;
@@ -72,10 +73,7 @@ void write_source(const std::string& path, const Params<float>& p, bool with_out
   io::write_gguf(path, m, t);
 }
 
-bool same_bits(const Mat<float>& a, const lowbit::MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 // Every weight of the reloaded file against the trained model's effective weights (the fake
 // quantized ones the training forward used), bit for bit; the norms against the latent gains.
@@ -128,7 +126,7 @@ std::vector<std::vector<int>> random_sequences(std::mt19937& rng, int n, int len
 // with different operation orders (RMSNorm as x * g / sqrt(.) or x * g * (1 / sqrt(.)), the
 // attention's softmax and GEMM blocking), a few ulps per operation; measured up to 1.3e-5 here,
 // the bound is the one the FP32 engine-vs-training test uses (test_train_qat), 1e-4 of 1 + |logit|.
-constexpr double kLogitBound = 1e-4;
+constexpr double kExportLogitBound = 1e-4;
 
 }  // namespace
 
@@ -209,7 +207,7 @@ TEST_CASE("format QAT: the exported GGUF reloads as the trained model, bit for b
     const llama::Weights w = llama::load_weights(file);
     require_same_model(model, w);
     // The logits of the reloaded file on the engine are the training forward's.
-    for (const auto& seq : data) CHECK(logit_gap(w, model.effective(), seq) <= kLogitBound);
+    for (const auto& seq : data) CHECK(logit_gap(w, model.effective(), seq) <= kExportLogitBound);
     std::remove(src.c_str());
     std::remove(out.c_str());
   }
@@ -292,11 +290,11 @@ TEST_CASE("format QAT: rejects bad input") {
 }
 
 TEST_CASE("format QAT on stories260K: Q4_0 export reloads bit for bit, logits within fp32 rounding") {
-  if (!have_model()) {
-    WARN("skipped: " << model_path() << " or " << text_path() << " not found");
+  if (!have_model_and_text()) {
+    WARN("skipped: " << stories_model() << " or " << stories_text() << " not found");
     return;
   }
-  const auto source = io::GgufFile::open(model_path());
+  const auto source = io::GgufFile::open(stories_model());
   const llama::Weights w0 = llama::load_weights(source, 512);
   const llama::Tokenizer tok = llama::Tokenizer::from_gguf(source);
   const Params<float> teacher = from_weights<float>(w0);
@@ -312,7 +310,7 @@ TEST_CASE("format QAT on stories260K: Q4_0 export reloads bit for bit, logits wi
   CHECK(types.at("blk.4.attn_v") == Type::Q4_0);
   FormatStart start = start_from_rounding(teacher, types, true);
   QatModel model(start.latent, start.formats);
-  std::ifstream tf(text_path());
+  std::ifstream tf(stories_text());
   std::stringstream ss;
   ss << tf.rdbuf();
   const auto halves = llama::split_halves(llama::split_chunks(ss.str()));
@@ -333,7 +331,7 @@ TEST_CASE("format QAT on stories260K: Q4_0 export reloads bit for bit, logits wi
   CHECK(file.get_string("tokenizer.ggml.model", "") == "llama");  // the source's metadata kept
   const llama::Weights w = llama::load_weights(file, 512);
   require_same_model(model, w);
-  CHECK(logit_gap(w, model.effective(), seqs[0]) <= kLogitBound);
-  CHECK(logit_gap(w, model.effective(), seqs[1]) <= kLogitBound);
+  CHECK(logit_gap(w, model.effective(), seqs[0]) <= kExportLogitBound);
+  CHECK(logit_gap(w, model.effective(), seqs[1]) <= kExportLogitBound);
   std::remove(out.c_str());
 }

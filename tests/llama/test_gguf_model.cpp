@@ -9,6 +9,7 @@
 #include "../../examples/llama/rotate.hpp"
 #include "sanitized.hpp"
 #include "tiny_llama.hpp"
+#include "../support.hpp"
 
 #include <lowbit/gemm/reference.hpp>
 
@@ -31,13 +32,10 @@ using lowbit::formats::Type;
 using lowbit::io::GgufFile;
 using lowbit::io::Value;
 
-std::string shared(const std::string& rel) { return std::string(LOWBIT_SHARED_DIR) + "/" + rel; }
-bool have(const std::string& path) { return bool(std::ifstream(path)); }
+using lowbit::test::have;
+using lowbit::test::shared;
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
 double rel_diff(const MatrixXfR& got, const MatrixXfR& want) {
   return double((got - want).cwiseAbs().maxCoeff()) / double(want.cwiseAbs().maxCoeff());

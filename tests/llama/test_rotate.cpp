@@ -7,6 +7,7 @@
 #include "../../examples/llama/tokenizer.hpp"
 #include "../../examples/llama_study/study.hpp"
 #include "tiny_llama.hpp"
+#include "../support.hpp"
 
 #include <lowbit/ptq/seeded_random.hpp>
 
@@ -22,18 +23,20 @@ using lowbit::MatrixXfR;
 using lowbit::io::Value;
 using lowbit::ptq::RotationKind;
 
-std::string shared(const std::string& rel) { return std::string(LOWBIT_SHARED_DIR) + "/" + rel; }
-bool have(const std::string& path) { return bool(std::ifstream(path)); }
+using lowbit::test::have;
+using lowbit::test::shared;
+
+/// max |got − want| / max |want|.
+double fold_diff(const MatrixXfR& got, const MatrixXfR& want) {
+  return double((got - want).cwiseAbs().maxCoeff()) / double(want.cwiseAbs().maxCoeff());
+}
 
 // The bound every equivalence check uses: max |logit − logit₀| / max |logit₀|. The transformed
 // weights are rounded to float once (products in double), so the two fp32 forward passes differ
 // by accumulated rounding only: measured 1.7e-7..1.2e-6 on every case here (stories260K:
 // 5.9e-7..7.8e-7); a wrong fold or rotation gives O(1). 1e-5 is about 170 float ulps (2^-24).
-constexpr double kLogitBound = 1e-5;
+constexpr double kFoldBound = 1e-5;
 
-double rel_diff(const MatrixXfR& got, const MatrixXfR& want) {
-  return double((got - want).cwiseAbs().maxCoeff()) / double(want.cwiseAbs().maxCoeff());
-}
 
 MatrixXfR logits(const llama::Weights& w, const std::vector<int>& tokens) {
   llama::Model m(w);
@@ -86,7 +89,7 @@ llama::Weights synthetic(int dim, int heads, int kv_heads, int head_dim, int hid
 }
 
 // The llama.* metadata of a config (what a source GGUF would carry), for round trips.
-std::vector<std::pair<std::string, Value>> metadata_of(const llama::Config& c) {
+std::vector<std::pair<std::string, Value>> synthetic_metadata(const llama::Config& c) {
   return {{"general.architecture", Value::of_string("llama")},
           {"general.name", Value::of_string("synthetic")},
           {"llama.embedding_length", Value::of_uint32(uint32_t(c.dim))},
@@ -126,13 +129,13 @@ std::vector<Variant> variants() {
 
 // Checks one transformed model against the original: same logits, llama structure, record.
 void check_variant(const llama::Weights& w, const Variant& v, const std::vector<int>& tokens,
-                   double bound = kLogitBound) {
+                   double bound = kFoldBound) {
   INFO("variant " << v.name << ", dim " << w.config.dim << ", head_dim " << w.config.head_dim
                   << (w.tied_output ? ", tied" : ", untied"));
   const MatrixXfR want = logits(w, tokens);
   const llama::RotatedModel r = llama::rotate_model(w, v.opt);
   const llama::Weights& t = r.weights;
-  const double d = rel_diff(logits(t, tokens), want);
+  const double d = fold_diff(logits(t, tokens), want);
   INFO("relative logit difference " << d);
   CHECK(d < bound);
   // Shapes unchanged; gains ones after folding; a tied head untied once it changed.
@@ -220,7 +223,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
     o.heads = true;
     o.seed = 123456789012345ull;
     const auto r = llama::rotate_model(w, o);
-    const auto bytes = llama::serialize_model(r.weights, metadata_of(w.config), r.record);
+    const auto bytes = llama::serialize_model(r.weights, synthetic_metadata(w.config), r.record);
     const auto f = lowbit::io::GgufFile::from_bytes(bytes.data(), bytes.size());
     const llama::Weights back = llama::load_weights(f);
     CHECK_FALSE(back.tied_output);
@@ -229,7 +232,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
     const std::vector<int> tokens = {1, 2, 3, 4, 5, 6, 7, 39};
     const MatrixXfR got = logits(back, tokens);
     CHECK(got == logits(r.weights, tokens));  // F32 round trip: bit-identical weights and logits
-    CHECK(rel_diff(got, logits(w, tokens)) < kLogitBound);
+    CHECK(fold_diff(got, logits(w, tokens)) < kFoldBound);
     CHECK(f.get_string("general.name", "") == "synthetic");  // the source's metadata is kept
     const auto rec = llama::RotationRecord::from_gguf(f);
     REQUIRE(rec.has_value());
@@ -243,7 +246,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
   // write_model: through a temporary file renamed into place; metadata keys replaced, not doubled.
   const llama::Weights w = synthetic(16, 4, 2, 4, 24, true, 8);
   const auto r = llama::rotate_model(w, {});
-  auto meta = metadata_of(w.config);
+  auto meta = synthetic_metadata(w.config);
   meta.emplace_back("lowbit.rotation.kind", Value::of_string("stale"));
   const std::string path = "test_rotate_model.gguf";
   llama::write_model(path, r.weights, meta, r.record);
@@ -284,7 +287,7 @@ TEST_CASE("rotate: stories260K folded and rotated keeps its logits and the GGUF 
   const auto tok2 = llama::Tokenizer::from_gguf(f);
   CHECK(tok2.encode("Once upon a time", true) == tok.encode("Once upon a time", true));
   CHECK(logits(back, prompt) == logits(r.weights, prompt));
-  CHECK(rel_diff(logits(back, prompt), logits(w, prompt)) < kLogitBound);
+  CHECK(fold_diff(logits(back, prompt), logits(w, prompt)) < kFoldBound);
   CHECK(llama::RotationRecord::from_gguf(f)->describe() == "fold+hadamard+heads:hadamard(seed 2024)");
   CHECK_FALSE(llama::RotationRecord::from_gguf(file).has_value());
   std::remove(path.c_str());
@@ -324,10 +327,10 @@ TEST_CASE("rotate: rejected inputs") {
   bad = w;
   bad.layers.pop_back();
   CHECK_THROWS_AS(llama::rotate_model(bad, {}), lowbit::Error);
-  CHECK_THROWS_AS(llama::serialize_model(bad, metadata_of(w.config), {}), lowbit::Error);
-  CHECK_THROWS_AS(llama::write_model("/nonexistent-dir/x.gguf", w, metadata_of(w.config), {}), lowbit::Error);
+  CHECK_THROWS_AS(llama::serialize_model(bad, synthetic_metadata(w.config), {}), lowbit::Error);
+  CHECK_THROWS_AS(llama::write_model("/nonexistent-dir/x.gguf", w, synthetic_metadata(w.config), {}), lowbit::Error);
   // A record whose seed is not uint64 is refused on reading.
-  auto meta = metadata_of(w.config);
+  auto meta = synthetic_metadata(w.config);
   meta.emplace_back("lowbit.rotation.kind", Value::of_string("hadamard"));
   meta.emplace_back("lowbit.rotation.seed", Value::of_int32(3));
   const auto bytes = lowbit::io::serialize_gguf(meta, llama::gguf_tensors(w));
@@ -380,9 +383,9 @@ TEST_CASE("study: a rotated (untied) model's plan quantizes and counts the embed
   const MatrixXfR want_logits = hand.forward(tokens);
   llama::Model m = study::build_model(r.weights, plan);
   CHECK(m.forward(tokens) == want_logits);
-  CHECK(rel_diff(want_logits, logits(deq, tokens)) < 2e-3);
+  CHECK(fold_diff(want_logits, logits(deq, tokens)) < 2e-3);
   llama::Model m8 = study::build_model(r.weights, plan, lowbit::ActivationQuant::int8);
-  const double d8 = rel_diff(m8.forward(tokens), want_logits);
+  const double d8 = fold_diff(m8.forward(tokens), want_logits);
   CHECK(d8 > 0.0);   // activations really are quantized
   CHECK(d8 < 0.05);  // to 8 bits
 }

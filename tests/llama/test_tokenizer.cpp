@@ -1,5 +1,6 @@
 // test_tokenizer.cpp: the llama tokenizer against the models README goldens and hand-built vocabularies.
 #include "../../examples/llama/tokenizer.hpp"
+#include "../support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -7,17 +8,17 @@
 
 namespace {
 
-std::string model_path() { return std::string(LOWBIT_SHARED_DIR) + "/models/stories260K.gguf"; }
-bool have_model() { return bool(std::ifstream(model_path())); }
+using lowbit::test::stories_model;
+using lowbit::test::have;
 
 }  // namespace
 
 TEST_CASE("tokenizer: stories260K goldens from the models README") {
-  if (!have_model()) {
-    WARN("SKIPPED: " << model_path() << " is absent (needs ../shared beside the project)");
+  if (!have(stories_model())) {
+    WARN("SKIPPED: " << stories_model() << " is absent (needs ../shared beside the project)");
     return;
   }
-  const auto tok = llama::load_tokenizer(model_path());
+  const auto tok = llama::load_tokenizer(stories_model());
   CHECK(tok.vocab_size() == 512);
   CHECK(tok.bos_id() == 1);
   CHECK(tok.eos_id() == 2);

@@ -16,8 +16,8 @@ using namespace llama::train;
 
 namespace {
 
-std::string model_path() { return std::string(LOWBIT_SHARED_DIR) + "/models/stories260K.gguf"; }
-bool have_model() { return bool(std::ifstream(model_path())); }
+using lowbit::test::stories_model;
+using lowbit::test::have;
 
 Params<float> tiny_model(std::mt19937& rng) { return tiny::params<float>(true, rng); }
 
@@ -152,11 +152,11 @@ TEST_CASE("QAT: rejects bad input") {
 }
 
 TEST_CASE("training forward on stories260K matches the engine's forward") {
-  if (!have_model()) {
-    WARN("SKIPPED: " << model_path() << " is absent (needs ../shared beside the project)");
+  if (!have(stories_model())) {
+    WARN("SKIPPED: " << stories_model() << " is absent (needs ../shared beside the project)");
     return;
   }
-  const llama::Weights w = llama::load_weights(model_path(), 512);
+  const llama::Weights w = llama::load_weights(stories_model(), 512);
   const Params<float> p = from_weights<float>(w);
   REQUIRE(p.tied);
   const std::vector<int> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
@@ -182,13 +182,14 @@ TEST_CASE("training forward on stories260K matches the engine's forward") {
 }
 
 #include "../../examples/llama_study/study.hpp"
+#include "../support.hpp"
 
 TEST_CASE("study: what QAT trained is what the engine runs on lowbit's kernels") {
-  if (!have_model()) {
-    WARN("SKIPPED: " << model_path() << " is absent (needs ../shared beside the project)");
+  if (!have(stories_model())) {
+    WARN("SKIPPED: " << stories_model() << " is absent (needs ../shared beside the project)");
     return;
   }
-  const llama::Weights w = llama::load_weights(model_path(), 512);
+  const llama::Weights w = llama::load_weights(stories_model(), 512);
   const std::vector<std::vector<int>> seqs = {{1, 403, 407, 261, 378, 432, 383, 286, 261, 376},
                                               {1, 298, 315, 421, 395, 317, 426, 338}};
   std::map<std::string, lowbit::ptq::Calibration> calib;

@@ -202,7 +202,7 @@ namespace {
 
 // The real fake-quant function of one sub-block in double, with the stored rounding of the
 // parameters left out (the straight-through part): s * clamp(nearbyint((x - o) / s)) + o.
-double fq(double x, double s, double o, int qmin, int qmax) {
+double fq_offset(double x, double s, double o, int qmin, int qmax) {
   const double q = std::clamp(std::nearbyint((x - o) / s), double(qmin), double(qmax));
   return s * q + o;
 }
@@ -298,8 +298,8 @@ SubBlockFd sub_block_fd(const fm::Format& f, const Problem& pr, const MatrixXfR&
   const Index cols = pr.p.cols, r = k / (cols / f.block_size), c0 = (k % (cols / f.block_size)) * f.block_size;
   for (int i = j * f.sub_block; i < (j + 1) * f.sub_block; ++i) {
     const double x = pr.x(r, c0 + i), g = pr.gy(r, c0 + i);
-    out.fd_scale += g * (fq(x, S + hs, O, f.qmin, f.qmax) - fq(x, S - hs, O, f.qmin, f.qmax)) / (2 * hs);
-    out.fd_offset += g * (fq(x, S, O + ho, f.qmin, f.qmax) - fq(x, S, O - ho, f.qmin, f.qmax)) / (2 * ho);
+    out.fd_scale += g * (fq_offset(x, S + hs, O, f.qmin, f.qmax) - fq_offset(x, S - hs, O, f.qmin, f.qmax)) / (2 * hs);
+    out.fd_offset += g * (fq_offset(x, S, O + ho, f.qmin, f.qmax) - fq_offset(x, S, O - ho, f.qmin, f.qmax)) / (2 * ho);
     const double t = (x - O) / S;
     const bool inside = std::nearbyint(t) >= f.qmin && std::nearbyint(t) <= f.qmax;
     if (inside) {
@@ -350,7 +350,7 @@ TEST_CASE("format LSQ gradients match central finite differences (legacy and K-q
             const double sc = std::clamp(std::nearbyint(pr.p.scale[idx] / dd), double(f->scale_lo), double(f->scale_hi));
             const double mn = f->min_hi ? std::clamp(std::nearbyint(-pr.p.offset[idx] / ddm), 0.0, double(f->min_hi)) : 0.0;
             for (int i = j * f->sub_block; i < (j + 1) * f->sub_block; ++i)
-              l += pr.gy(r, c0 + i) * fq(pr.x(r, c0 + i), dd * sc, -ddm * mn, f->qmin, f->qmax);
+              l += pr.gy(r, c0 + i) * fq_offset(pr.x(r, c0 + i), dd * sc, -ddm * mn, f->qmin, f->qmax);
           }
           return l;
         };

@@ -84,6 +84,9 @@ TEST_CASE("block kernels of every Isa equal the reference for every format", "[g
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2")) CHECK(ran.count(cpu::Isa::avx2) == 1);
   if (__builtin_cpu_supports("avx512vnni")) CHECK(ran.count(cpu::Isa::avx512_vnni) == 1);
+  // Where the tiles are usable, block weights ran under Isa::amx, on its tile kernels (M >= 16 here).
+  if (cpu::is_supported(cpu::Isa::amx)) CHECK(ran.count(cpu::Isa::amx) == 1);
+  CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_int == &kernels::amx::linear_block_int);
 #elif defined(__aarch64__)
   CHECK(ran.count(cpu::Isa::neon) == 1);
 #endif

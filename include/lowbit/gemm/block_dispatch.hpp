@@ -3,6 +3,7 @@
 
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/kernels_amx.hpp>
 #include <lowbit/gemm/kernels_avx2.hpp>
 #include <lowbit/gemm/kernels_avx512.hpp>
 #include <lowbit/gemm/kernels_neon.hpp>
@@ -25,9 +26,11 @@ struct BlockKernelSet {
 inline BlockKernelSet block_kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
-    // AMX tiles run lowbit's own 8-bit and 4-bit layouts only; under Isa::amx block-form
-    // weights run AVX-512 VNNI's block kernels (amx implies avx512_vnni, see cpu.hpp).
+    // Isa::amx: integer activations on tiles for prefill (M >= 16; kernels::amx::linear_block_int
+    // falls back to AVX-512 VNNI's block kernels otherwise, and amx implies avx512_vnni, see
+    // cpu.hpp); float32 activations (weight-only) run AVX-512 VNNI's.
     case cpu::Isa::amx:
+      return {kernels::amx::linear_block_int, kernels::avx512_vnni::linear_block_f32};
     case cpu::Isa::avx512_vnni:
       return {kernels::avx512_vnni::linear_block_int, kernels::avx512_vnni::linear_block_f32};
     case cpu::Isa::avx2:

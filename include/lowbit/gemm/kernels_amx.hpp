@@ -3,6 +3,7 @@
 
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/amx_tiles.hpp>
+#include <lowbit/gemm/block_layout.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/kernels_avx512.hpp>
 #include <lowbit/gemm/kernels_scalar.hpp>
@@ -40,6 +41,7 @@ using Tiles = amx_tiles::Emulated;
 namespace fallback = ::lowbit::kernels::scalar;
 
 #include <lowbit/gemm/amx_body.hpp>
+#include <lowbit/gemm/amx_block_body.hpp>
 
 }  // namespace lowbit::kernels::amx_emu
 
@@ -57,7 +59,8 @@ namespace fallback = ::lowbit::kernels::scalar;
 #endif
 
 // kernels::amx: the real tiles; the fold, the widening of 4-bit codes and everything untiled
-// (M < 16, float activations, activation quantization) use AVX-512 VNNI.
+// (M < 16, float activations, activation quantization, block-form weights the tiles do not take)
+// use AVX-512 VNNI.
 namespace lowbit::kernels::amx {
 
 struct V : avx512_vnni::V {
@@ -74,6 +77,7 @@ using Tiles = amx_tiles::Hardware;
 namespace fallback = ::lowbit::kernels::avx512_vnni;
 
 #include <lowbit/gemm/amx_body.hpp>
+#include <lowbit/gemm/amx_block_body.hpp>
 
 }  // namespace lowbit::kernels::amx
 

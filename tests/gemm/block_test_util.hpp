@@ -140,6 +140,18 @@ inline double block_value(const BlockWeights& w, Index n, Index k) {
   return v;
 }
 
+/// Activations for the block kernels: standard normal, or (extreme) ±3 plus a row offset, which
+/// drives int8 activation codes to their ends.
+inline MatrixXfR block_x(Index M, Index K, std::mt19937& rng, bool extreme) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> coin(0, 1);
+  MatrixXfR x(M, K);
+  for (Index m = 0; m < M; ++m)
+    for (Index k = 0; k < K; ++k)
+      x(m, k) = extreme ? (coin(rng) ? 3.0f : -3.0f) + float(m % 3) : normal(rng);
+  return x;
+}
+
 /// The reference result of linear() for block weights, epilogue included.
 inline MatrixXfR reference_block_linear(const MatrixXfR& x, const PackedWeights& w, const LinearOptions& opt) {
   MatrixXfR y(x.rows(), w.rows());

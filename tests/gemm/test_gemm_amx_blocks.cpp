@@ -2,6 +2,7 @@
 // machine and on the real tiles where the CPU has them, against the scalar reference block kernel and
 // the vector block kernels, bit for bit.
 #include "block_test_util.hpp"
+#include "../support.hpp"
 
 #include <lowbit/gemm/kernels_amx.hpp>
 
@@ -23,20 +24,9 @@ using QA = detail::QuantizedActivations;
 
 namespace {
 
-bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0;
-}
+using lowbit::test::same_bits;
 
-MatrixXfR random_x(Index M, Index K, std::mt19937& rng, bool extreme) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> coin(0, 1);
-  MatrixXfR x(M, K);
-  for (Index m = 0; m < M; ++m)
-    for (Index k = 0; k < K; ++k)
-      x(m, k) = extreme ? (coin(rng) ? 3.0f : -3.0f) + float(m % 3) : normal(rng);
-  return x;
-}
+using lowbit::test::block_x;
 
 /// The activations as linear() hands them to the block kernels.
 QA quantized(const MatrixXfR& x, const PackedWeights& w, ActivationQuant act) {
@@ -94,7 +84,7 @@ TEST_CASE("emulated AMX block tiles equal the reference and the vector kernels f
         const bool extreme_x = i % 3 == 1, odd = i % 5 == 2;
         ++i;
         const PackedWeights w = pack_weights(test::random_blocks(f, N, K, rng, codes, scales, odd));
-        const QA a = quantized(random_x(M, K, rng, extreme_x), w, act);
+        const QA a = quantized(block_x(M, K, rng, extreme_x), w, act);
         INFO("format " << f.name << " M " << M << " N " << N << " K " << K << " act " << to_string(act) << " codes "
                        << int(codes) << " scales " << int(scales) << " odd halves " << odd << " extreme x " << extreme_x);
         REQUIRE(kernels::amx_emu::block_tiles_apply(a, w));
@@ -117,7 +107,7 @@ TEST_CASE("emulated AMX block tiles: Q8_0, Q4_0, Q4_K over awkward M, N and K", 
           if (M * N * K > 700000) continue;
           const PackedWeights w = pack_weights(test::random_blocks(f, N, K, rng));
           const ActivationQuant act = int_modes[size_t(M + N + K) % 3];
-          const QA a = quantized(random_x(M, K, rng, false), w, act);
+          const QA a = quantized(block_x(M, K, rng, false), w, act);
           INFO("format " << name << " M " << M << " N " << N << " K " << K << " act " << to_string(act));
           const MatrixXfR ref = reference(a, w);
           REQUIRE(same_bits(emu_tiles(a, w), ref));
@@ -141,7 +131,7 @@ TEST_CASE("emulated AMX block tiles: extreme codes, zero and extreme scales", "[
       if (variant == 4 && !bw.sc.empty()) std::fill(bw.sc.begin(), bw.sc.end(), int16_t(0));
       const PackedWeights w = pack_weights(bw);
       for (ActivationQuant act : int_modes) {
-        const QA a = quantized(random_x(M, K, rng, true), w, act);
+        const QA a = quantized(block_x(M, K, rng, true), w, act);
         INFO("format " << name << " variant " << variant << " act " << to_string(act));
         const MatrixXfR ref = reference(a, w);
         REQUIRE(same_bits(emu_tiles(a, w), ref));
@@ -191,7 +181,7 @@ TEST_CASE("emulated AMX block tiles: other configurations of the code form", "[g
   for (size_t i = 0; i < cases.size(); ++i) {
     const PackedWeights w = pack_weights(cases[i].w);
     for (ActivationQuant act : int_modes) {
-      const QA a = quantized(random_x(33, w.cols(), rng, i % 2 == 1), w, act);
+      const QA a = quantized(block_x(33, w.cols(), rng, i % 2 == 1), w, act);
       INFO("configuration " << i << " act " << to_string(act));
       REQUIRE(kernels::amx_emu::block_tiles_apply(a, w) == cases[i].tiled);
       const MatrixXfR ref = reference(a, w);
@@ -208,7 +198,7 @@ TEST_CASE("emulated AMX block tiles: fewer than 16 rows run untiled with the sam
     for (Index M : {1, 2, 15}) {
       const test::BlockFormat& f = test::block_format(name);
       const PackedWeights w = pack_weights(test::random_blocks(f, 40, 2 * f.super_block, rng));
-      const QA a = quantized(random_x(M, w.cols(), rng, false), w, ActivationQuant::int8);
+      const QA a = quantized(block_x(M, w.cols(), rng, false), w, ActivationQuant::int8);
       INFO("format " << name << " M " << M);
       CHECK(!kernels::amx_emu::block_tiles_apply(a, w));
       CHECK(same_bits(run(kernels::amx_emu::linear_block_int, a, w), reference(a, w)));
@@ -221,7 +211,7 @@ TEST_CASE("emulated AMX block tiles give the same bytes for any split of N and a
   for (const char* name : {"Q8_0", "Q4_0", "Q4_K"}) {
     const test::BlockFormat& f = test::block_format(name);
     const PackedWeights w = pack_weights(test::random_blocks(f, N, 2 * f.super_block, rng));
-    const QA a = quantized(random_x(M, w.cols(), rng, false), w, ActivationQuant::int8);
+    const QA a = quantized(block_x(M, w.cols(), rng, false), w, ActivationQuant::int8);
     const MatrixXfR whole = emu_tiles(a, w);
     MatrixXfR parts = MatrixXfR::Zero(M, N);
     for (auto [n0, n1] : {std::pair<Index, Index>{0, 16}, {16, 48}, {48, 64}, {64, 100}})
@@ -257,7 +247,7 @@ TEST_CASE("Isa::amx runs block-form weights on the AMX block kernels", "[gemm][a
   for (const char* name : {"Q8_0", "Q4_0", "Q4_K", "Q6_K"}) {
     const test::BlockFormat& f = test::block_format(name);
     const PackedWeights w = pack_weights(test::random_blocks(f, 300, 4 * f.super_block, rng));
-    const MatrixXfR x = random_x(48, w.cols(), rng, false);
+    const MatrixXfR x = block_x(48, w.cols(), rng, false);
     for (ActivationQuant act : {ActivationQuant::int8, ActivationQuant::uint8, ActivationQuant::float32}) {
       LinearOptions opt;
       opt.activations = act;
@@ -291,7 +281,7 @@ TEST_CASE("the AMX namespace's block code over emulated tiles equals the referen
       const Index M = i % 2 ? 17 : 48, N = i % 3 ? 33 : 20;
       ++i;
       const PackedWeights w = pack_weights(test::random_blocks(f, N, 2 * f.super_block, rng));
-      const QA a = quantized(random_x(M, w.cols(), rng, i % 2 == 0), w, act);
+      const QA a = quantized(block_x(M, w.cols(), rng, i % 2 == 0), w, act);
       REQUIRE(kernels::amx::block_tiles_apply(a, w));
       MatrixXfR y = MatrixXfR::Zero(M, N);
       kernels::amx_tiles::Emulated t;
@@ -314,7 +304,7 @@ TEST_CASE("real AMX block kernels equal the reference", "[gemm][amx][blocks]") {
       ++i;
       const PackedWeights w = pack_weights(test::random_blocks(f, N, 3 * f.super_block, rng,
                                                                i % 2 ? test::Fill::max : test::Fill::random));
-      const QA a = quantized(random_x(M, w.cols(), rng, i % 2 == 1), w, act);
+      const QA a = quantized(block_x(M, w.cols(), rng, i % 2 == 1), w, act);
       REQUIRE(kernels::amx::block_tiles_apply(a, w));
       INFO("format " << f.name << " act " << to_string(act));
       REQUIRE(same_bits(run(kernels::amx::linear_block_int, a, w), reference(a, w)));

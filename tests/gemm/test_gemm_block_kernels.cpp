@@ -22,15 +22,7 @@ namespace {
 
 using lowbit::test::same_bits;
 
-MatrixXfR random_x(Index M, Index K, std::mt19937& rng, bool extreme) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> coin(0, 1);
-  MatrixXfR x(M, K);
-  for (Index m = 0; m < M; ++m)
-    for (Index k = 0; k < K; ++k)
-      x(m, k) = extreme ? (coin(rng) ? 3.0f : -3.0f) + float(m % 3) : normal(rng);
-  return x;
-}
+using lowbit::test::block_x;
 
 const std::vector<Index> awkward = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 63, 64, 65};
 
@@ -60,7 +52,7 @@ TEST_CASE("block kernels of every Isa equal the reference for every format", "[g
         if (K > 1000 && M * N > 400) continue;  // the long K with smaller tiles keeps this quick
         const BlockWeights bw = test::random_blocks(f, N, K, rng, codes, scales, odd);
         const PackedWeights w = pack_weights(bw);
-        const MatrixXfR x = random_x(M, K, rng, extreme_x);
+        const MatrixXfR x = block_x(M, K, rng, extreme_x);
         LinearOptions opt;
         opt.activations = mode;
         if (i % 4 == 0) {
@@ -112,7 +104,7 @@ TEST_CASE("block kernels: awkward M and N with every Isa, GEMV and prefill tiles
       const Index N = awkward[size_t(M) % awkward.size()];
       const Index K = f.super_block == 32 ? 64 : 256;
       const PackedWeights w = pack_weights(test::random_blocks(f, N, K, rng));
-      const MatrixXfR x = random_x(M, K, rng, false);
+      const MatrixXfR x = block_x(M, K, rng, false);
       for (auto mode : {ActivationQuant::int8, ActivationQuant::float32}) {
         LinearOptions opt;
         opt.activations = mode;
@@ -159,7 +151,7 @@ TEST_CASE("block kernels: every other configuration of the code form gives the r
   for (size_t i = 0; i < others.size(); ++i) {
     const PackedWeights w = pack_weights(others[i]);
     for (Index M : {Index(1), Index(5)}) {
-      const MatrixXfR x = random_x(M, 512, rng, i % 2 == 1);
+      const MatrixXfR x = block_x(M, 512, rng, i % 2 == 1);
       for (auto mode : {ActivationQuant::int8, ActivationQuant::uint8, ActivationQuant::float32}) {
         LinearOptions opt;
         opt.activations = mode;
@@ -180,7 +172,7 @@ TEST_CASE("block kernels: results do not depend on the number of threads", "[gem
   const Index M = 8, N = 1000, K = 512;  // large enough to run in parallel, with several parts
   for (const char* name : {"Q4_0", "Q4_K", "Q6_K", "Q2_K"}) {
     const PackedWeights w = pack_weights(test::random_blocks(test::block_format(name), N, K, rng));
-    const MatrixXfR x = random_x(M, K, rng, false);
+    const MatrixXfR x = block_x(M, K, rng, false);
     for (auto act : {ActivationQuant::int8, ActivationQuant::uint8, ActivationQuant::float32}) {
       LinearOptions opt;
       opt.activations = act;

@@ -249,7 +249,7 @@ TEST_CASE("gguf pack_weights refuses types without a kernel layout and bad input
   }
 }
 
-TEST_CASE("gguf pack_weights: block weights never reach the AMX tiles", "[gemm][gguf][amx]") {
+TEST_CASE("gguf pack_weights: block weights run on the AMX block tiles with the reference's bits", "[gemm][gguf][amx]") {
   std::mt19937 rng(75);
   for (Type type : {Type::Q8_0, Type::Q4_0, Type::Q4_K, Type::Q6_K}) {
     const Index M = 32, N = 40, K = 512;
@@ -260,8 +260,8 @@ TEST_CASE("gguf pack_weights: block weights never reach the AMX tiles", "[gemm][
     detail::quantize_activations(x.data(), M, K, K, w, ActivationQuant::int8, a);
     detail::block_activation_sums(a, w);
     INFO(formats::to_string(type));
-    // The tile driver's plan would accept these shapes (groups of 32 or 256 columns, M >= 16); the
-    // layout check keeps block weights off the tiles.
+    // The tile driver of lowbit's own int weights refuses block layouts; the AMX entry hands them
+    // to the block tile driver (amx_block_body.hpp) instead.
     CHECK_FALSE(kernels::amx_emu::tiles_apply(a, w));
     MatrixXfR want(M, N), got(M, N);
     kernels::reference::linear_block_int(a, w, want.data(), N, 0, N);
@@ -270,8 +270,8 @@ TEST_CASE("gguf pack_weights: block weights never reach the AMX tiles", "[gemm][
     CHECK(same_bits(got, want));
   }
 #if defined(LOWBIT_X86)
-  // Under Isa::amx linear() runs block weights on AVX-512 VNNI's block kernels.
-  CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_int == &kernels::avx512_vnni::linear_block_int);
+  // Under Isa::amx linear() runs integer block weights on the tiles, weight-only on AVX-512 VNNI.
+  CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_int == &kernels::amx::linear_block_int);
   CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_f32 == &kernels::avx512_vnni::linear_block_f32);
 #endif
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <lowbit/core/error.hpp>
+#include <lowbit/core/half.hpp>
 #include <lowbit/core/metrics.hpp>
 #include <lowbit/core/packing.hpp>
 #include <lowbit/core/quant_params.hpp>
@@ -9,6 +10,22 @@
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/scheme.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/formats/block.hpp>
+#include <lowbit/formats/format.hpp>
+#include <lowbit/formats/iq4_nl.hpp>
+#include <lowbit/formats/iq4_xs.hpp>
+#include <lowbit/formats/q2_k.hpp>
+#include <lowbit/formats/q3_k.hpp>
+#include <lowbit/formats/q4_0.hpp>
+#include <lowbit/formats/q4_1.hpp>
+#include <lowbit/formats/q4_k.hpp>
+#include <lowbit/formats/q5_0.hpp>
+#include <lowbit/formats/q5_1.hpp>
+#include <lowbit/formats/q5_k.hpp>
+#include <lowbit/formats/q6_k.hpp>
+#include <lowbit/formats/q8_0.hpp>
+#include <lowbit/formats/rounding.hpp>
+#include <lowbit/formats/type.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/epilogue.hpp>

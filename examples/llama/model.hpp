@@ -109,7 +109,8 @@ inline Config config_from_gguf(const lowbit::io::GgufFile& f, int context_length
   return c;
 }
 
-/// All weights of a llama GGUF (F32/F16/BF16/Q8_0/Q4_0 tensors, dequantized to float).
+/// All weights of a llama GGUF (F32/F16/BF16 or any block format of lowbit/formats, decoded to
+/// float).
 inline Weights load_weights(const lowbit::io::GgufFile& f, int context_length = 0) {
   Weights w;
   w.config = config_from_gguf(f, context_length);

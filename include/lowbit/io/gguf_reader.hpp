@@ -3,6 +3,7 @@
 
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/formats/format.hpp>
 #include <lowbit/formats/type.hpp>
 #include <lowbit/io/gguf_format.hpp>
 #include <lowbit/io/mapped_file.hpp>
@@ -23,31 +24,6 @@
 namespace lowbit::io {
 namespace detail {
 
-/// IEEE binary16 bits to float (subnormals, infinities and NaN included).
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (mant << 13);
-  } else {  // zero or subnormal: mant * 2^-24
-    float v = float(mant) * (1.0f / 16777216.0f);
-    return sign ? -v : v;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline float bf16_to_float(uint16_t h) {
-  const uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 template <class T>
 T load_le(const uint8_t* p) {  // the supported hosts (x86-64, AArch64) are little-endian
   T x;
@@ -56,40 +32,14 @@ T load_le(const uint8_t* p) {  // the supported hosts (x86-64, AArch64) are litt
 }
 
 /// The one place tensor bytes become floats: decodes the `t.n_elements` values of tensor `t` at
-/// `p` into `out`. F32, F16, BF16, Q8_0 and Q4_0 are decoded here; any other type throws naming
-/// the tensor and the type. (To become formats::decode_row once lowbit/formats has every codec.)
+/// `p` into `out` with formats::decode_row (F32, F16, BF16 and every block format lowbit has a
+/// codec for, bit-identical to ggml); any other type throws naming the tensor and the type.
 inline void decode_tensor(const TensorInfo& t, const uint8_t* p, float* out) {
-  const uint64_t n = t.n_elements;
-  switch (t.type) {
-    case TensorType::F32:
-      std::memcpy(out, p, n * 4);
-      return;
-    case TensorType::F16:
-      for (uint64_t k = 0; k < n; ++k) out[k] = half_to_float(load_le<uint16_t>(p + 2 * k));
-      return;
-    case TensorType::BF16:
-      for (uint64_t k = 0; k < n; ++k) out[k] = bf16_to_float(load_le<uint16_t>(p + 2 * k));
-      return;
-    case TensorType::Q8_0:  // block: fp16 scale d, 32 int8 codes; x = d * q
-      for (uint64_t b = 0; b < n / 32; ++b, p += 34) {
-        const float d = half_to_float(load_le<uint16_t>(p));
-        for (int j = 0; j < 32; ++j) out[32 * b + j] = d * float(static_cast<int8_t>(p[2 + j]));
-      }
-      return;
-    case TensorType::Q4_0:  // block: fp16 d, 16 bytes; low nibbles are x[0..15], high x[16..31]
-      for (uint64_t b = 0; b < n / 32; ++b, p += 18) {
-        const float d = half_to_float(load_le<uint16_t>(p));
-        for (int j = 0; j < 16; ++j) {
-          out[32 * b + j] = d * float(int(p[2 + j] & 0x0f) - 8);
-          out[32 * b + j + 16] = d * float(int(p[2 + j] >> 4) - 8);
-        }
-      }
-      return;
-    default:
-      fail("gguf: tensor '{}': reading type {} to float is not supported (F32, F16, BF16, Q8_0 "
-           "and Q4_0 are); its raw bytes are available through GgufFile::raw()",
-           printable(t.name), formats::to_string(t.type));
-  }
+  if (!formats::detail::is_plain(t.type) && formats::find_format(t.type) == nullptr)
+    fail("gguf: tensor '{}': reading type {} to float is not supported ({} are); its raw bytes "
+         "are available through GgufFile::raw()",
+         printable(t.name), formats::to_string(t.type), formats::detail::supported_list(true));
+  formats::decode_row(t.type, p, Index(t.n_elements), out);
 }
 
 /// Bounds-checked cursor over the file bytes; every read names what it was reading on failure.
@@ -187,8 +137,9 @@ inline Value read_value(Cursor& c, ValueType t, const std::string& key, int dept
 /// stays in the memory map (or the copied buffer) and is converted only when read.
 ///
 /// Every ggml tensor type is known (block size and bytes, IQ*, TQ* and MXFP4 included), so every
-/// tensor's size and offset is checked; read() decodes F32, F16, BF16, Q8_0 and Q4_0 and throws
-/// for other types, whose bytes raw() still gives.
+/// tensor's size and offset is checked; read() decodes F32, F16, BF16 and every block format of
+/// lowbit/formats (Q8_0 ... Q6_K, IQ4_NL, IQ4_XS) and throws for other types, whose bytes raw()
+/// still gives.
 class GgufFile {
  public:
   /// Memory-maps and parses `path`; throws lowbit::Error naming what is wrong with the file.
@@ -263,8 +214,9 @@ class GgufFile {
     return data_ + data_offset_ + checked(t).offset;
   }
 
-  /// A tensor as a row-major float matrix [rows = ne1*ne2*ne3, cols = ne0]. F32, F16, BF16,
-  /// Q8_0 and Q4_0 are decoded; other types throw lowbit::Error naming the tensor and the type.
+  /// A tensor as a row-major float matrix [rows = ne1*ne2*ne3, cols = ne0]. F32, F16, BF16 and
+  /// every block format of lowbit/formats are decoded (formats::decode_row, bit-identical to
+  /// ggml); other types throw lowbit::Error naming the tensor and the type.
   MatrixXfR read(const TensorInfo& t) const {
     const uint8_t* p = tensor_data(t);
     MatrixXfR m(t.rows(), t.cols());

@@ -1,8 +1,11 @@
 // bench_gemm.cpp: lowbit's integer GEMM/GEMV against Eigen fp32 and oneDNN s8s8 (Google Benchmark).
 // Names are <op>/<shape>/threads:<t>; counters GOPS (2*M*N*K per second) and, for GEMV, GBps of
-// weight bytes streamed. Activation quantization is inside the timed op for every int8 path.
+// weight bytes streamed (for GGUF's formats, q8_0 ... q6_k: the format's own GGUF bytes).
+// Activation quantization is inside the timed op for every int8 path.
 // lowbit's rows use the best Isa of the CPU; where AMX is usable, the prefill rows are repeated
 // with the Isa forced to amx (<op>_amx) and to avx512_vnni (<op>_vnni) to compare the two.
+#include "bench_blocks.hpp"
+
 #include <lowbit/lowbit.hpp>
 
 #include <benchmark/benchmark.h>
@@ -134,6 +137,30 @@ void bench_lowbit(benchmark::State& st, const Shape& s, int threads, int bits, i
   report(st, s, double(d.w[0].weight_bytes()));
 }
 
+// GGUF's block formats with int8 activations (W x A8, as llama.cpp's CPU backend runs them).
+void bench_block(benchmark::State& st, const Shape& s, int threads, const bench::BlockFormat& f) {
+  struct Data {
+    std::vector<PackedWeights> w;
+    MatrixXfR x, y;
+  };
+  auto& d = cache<Data>(std::string(f.op) + "/" + s.name, [&] {
+    Data d;
+    PackedWeights p = pack_weights(bench::random_block_weights(f, s.N, s.K, 1));
+    d.w.assign(copies_for(p.weight_bytes(), s.cold), p);
+    d.x = random_matrix(s.M, s.K, 2);
+    d.y.resize(s.M, s.N);
+    return d;
+  });
+  set_threads(threads);
+  size_t i = 0;
+  for (auto _ : st) {
+    linear(d.x, d.w[i], d.y);
+    benchmark::DoNotOptimize(d.y.data());
+    i = (i + 1) % d.w.size();
+  }
+  report(st, s, bench::format_bytes(f, s.N, s.K));
+}
+
 #ifdef LOWBIT_HAVE_DNNL
 // oneDNN matmul, s8 x s8 -> f32, weights reordered once into its preferred layout; the timed op
 // quantizes x (per tensor, symmetric: oneDNN 2.6 output scales are per column only) and runs.
@@ -211,6 +238,7 @@ void register_all() {
       };
       reg("fp32_eigen", [s, t](benchmark::State& st) { bench_eigen(st, s, t); });
       reg("w8a8", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 8, 0, ActivationQuant::int8); });
+      reg("w4a8_g16", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 4, 16, ActivationQuant::int8); });
       reg("w4a8_g32", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 4, 32, ActivationQuant::int8); });
       reg("w4a8_g128", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 4, 128, ActivationQuant::int8); });
       reg("w8a32", [s, t](benchmark::State& st) { bench_lowbit(st, s, t, 8, 0, ActivationQuant::float32); });
@@ -224,6 +252,8 @@ void register_all() {
           reg("w4a8_g128" + tag,
               [s, t, isa](benchmark::State& st) { bench_lowbit(st, s, t, 4, 128, ActivationQuant::int8, isa); });
         }
+      for (const bench::BlockFormat& f : bench::block_formats())
+        reg(f.op, [s, t, &f](benchmark::State& st) { bench_block(st, s, t, f); });
 #ifdef LOWBIT_HAVE_DNNL
       reg("onednn_s8s8", [s, t](benchmark::State& st) { bench_dnnl(st, s, t); });
 #endif

@@ -41,7 +41,7 @@ echo "== AArch64 cross build of the gemm tests (NEON, dotprod), run under qemu-u
 # header-only too. -cpu max has dotprod; cortex-a53 has not, so dispatch must fall back to neon.
 arm=build/aarch64
 mkdir -p "$arm"
-arm_flags=(-std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror -fopenmp -Iinclude -I/usr/include/eigen3 -DFMT_HEADER_ONLY)
+arm_flags=(-std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror -Wno-psabi -fopenmp -Iinclude -I/usr/include/eigen3 -DFMT_HEADER_ONLY)
 arm_objs=()
 arm_pids=()
 for src in tests/catch_main.cpp tests/gemm/test_gemm_*.cpp; do

@@ -5,15 +5,18 @@
 
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/types.hpp>
+#include <lowbit/formats/format.hpp>
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace llama {
@@ -28,21 +31,96 @@ class Linear {
   virtual MatrixXfR forward(const MatrixXfR& x) const = 0;
   virtual Index out_features() const = 0;
   virtual Index in_features() const = 0;
-  /// Bytes the weights take in this backend (codes + scales + zero points).
+  /// Bytes the weights take in this backend (codes + scales + zero points); for weights loaded
+  /// from a GGUF as they are, the bytes the file stores for the tensor.
   virtual size_t bytes() const = 0;
 };
 
 /// The FP32 backend: Eigen's GEMM.
 class Fp32Linear final : public Linear {
  public:
-  explicit Fp32Linear(MatrixXfR w) : w_(std::move(w)) {}
+  /// `stored_bytes` > 0: what bytes() reports (e.g. 2 per weight for an F16 tensor of a file);
+  /// 0: 4 per weight.
+  explicit Fp32Linear(MatrixXfR w, size_t stored_bytes = 0)
+      : w_(std::move(w)), bytes_(stored_bytes > 0 ? stored_bytes : size_t(w_.size()) * 4) {}
   MatrixXfR forward(const MatrixXfR& x) const override { return x * w_.transpose(); }
   Index out_features() const override { return w_.rows(); }
   Index in_features() const override { return w_.cols(); }
-  size_t bytes() const override { return size_t(w_.size()) * 4; }
+  size_t bytes() const override { return bytes_; }
+  const MatrixXfR& weight() const { return w_; }
 
  private:
   MatrixXfR w_;
+  size_t bytes_ = 0;
+};
+
+/// The token-embedding table: float rows, or the rows of a GGUF block format kept as their bytes
+/// and decoded (formats::decode_row, bit-identical to llama.cpp's dequantization) one row at a
+/// time when a token is looked up.
+class Embedding {
+ public:
+  Embedding() = default;
+  /// A float table; `stored_bytes` > 0 is what bytes() reports (else 4 per value).
+  explicit Embedding(MatrixXfR table, size_t stored_bytes = 0)
+      : rows_(table.rows()), cols_(table.cols()), table_(std::move(table)),
+        stored_(stored_bytes > 0 ? stored_bytes : size_t(table_.size()) * 4) {}
+  /// `rows` rows of `cols` values of block type `type` at `data` (rows * row_bytes(type, cols)
+  /// bytes, as GGUF stores them), copied. Throws lowbit::Error for a type without a codec, an
+  /// empty shape, cols not a multiple of the block, or a null pointer.
+  Embedding(lowbit::formats::Type type, const uint8_t* data, Index rows, Index cols)
+      : rows_(rows), cols_(cols), type_(type) {
+    const lowbit::formats::Format* f = lowbit::formats::find_format(type);
+    lowbit::detail::require(f != nullptr, "embedding: type {} is not a block format lowbit decodes",
+                            lowbit::formats::to_string(type));
+    lowbit::detail::require(rows > 0 && cols > 0 && cols % f->block_size == 0,
+                            "embedding: expected rows > 0 and cols a multiple of {}'s block of {}, got {}x{}",
+                            f->name, f->block_size, rows, cols);
+    lowbit::detail::require(data != nullptr, "embedding: expected the table's bytes, got nullptr");
+    row_bytes_ = size_t(lowbit::formats::row_bytes(type, uint64_t(cols)));
+    bytes_.assign(data, data + size_t(rows) * row_bytes_);
+    stored_ = bytes_.size();
+  }
+
+  Index rows() const { return rows_; }
+  Index cols() const { return cols_; }
+  /// True for a table kept in a block format.
+  bool quantized() const { return !bytes_.empty(); }
+  /// The block type, or F32 for a float table.
+  lowbit::formats::Type type() const { return type_; }
+  /// Stored bytes (the block bytes exactly; for a float table as given).
+  size_t bytes() const { return stored_; }
+  /// The float table (empty when quantized()).
+  const MatrixXfR& table() const { return table_; }
+  /// Row `id` (0 <= id < rows(), unchecked) into out[0 .. cols()).
+  void lookup(Index id, float* out) const {
+    if (!quantized()) {
+      std::copy(table_.data() + id * cols_, table_.data() + (id + 1) * cols_, out);
+      return;
+    }
+    lowbit::formats::decode_row(type_, bytes_.data() + size_t(id) * row_bytes_, cols_, out);
+  }
+
+ private:
+  Index rows_ = 0, cols_ = 0;
+  lowbit::formats::Type type_ = lowbit::formats::Type::F32;
+  MatrixXfR table_;
+  std::vector<uint8_t> bytes_;
+  size_t row_bytes_ = 0, stored_ = 0;
+};
+
+/// One transformer block as the engine runs it: its norms and seven Linears (linear_names() order).
+struct BlockParts {
+  Eigen::VectorXf attn_norm, ffn_norm;
+  std::array<std::shared_ptr<const Linear>, 7> linear;
+};
+
+/// Everything a Model runs: hyper-parameters, embedding, blocks, final norm and head.
+struct ModelParts {
+  Config config;
+  Embedding token_embd;
+  Eigen::VectorXf output_norm;
+  std::shared_ptr<const Linear> output;
+  std::vector<BlockParts> blocks;
 };
 
 /// Called with (layer, linear name, input activations [tokens, in]) before every Linear runs;
@@ -54,7 +132,7 @@ class Model {
  public:
   /// Builds the model with FP32 Linears for every weight.
   explicit Model(const Weights& w) : config_(w.config) {
-    token_embd_ = w.token_embd;
+    token_embd_ = Embedding(w.token_embd);
     output_norm_ = w.output_norm;
     output_ = std::make_shared<Fp32Linear>(w.output);
     for (const auto& L : w.layers) {
@@ -67,7 +145,45 @@ class Model {
     reset();
   }
 
+  /// Builds the model from its parts (e.g. load_model's Linears on GGUF blocks); throws
+  /// lowbit::Error, naming the part, for a missing Linear or any shape that disagrees with config.
+  explicit Model(ModelParts parts) : config_(parts.config) {
+    const Config& c = config_;
+    const Index q_dim = Index(c.n_heads) * c.head_dim, kv = Index(c.n_kv_heads) * c.head_dim;
+    const Index D = c.dim, F = c.hidden_dim, V = c.vocab_size;
+    lowbit::detail::require(parts.token_embd.rows() == V && parts.token_embd.cols() == D,
+                            "parts.token_embd: expected [{}, {}], got [{}, {}]", V, D, parts.token_embd.rows(),
+                            parts.token_embd.cols());
+    lowbit::detail::require(parts.output_norm.size() == D, "parts.output_norm: expected {} values, got {}", D,
+                            parts.output_norm.size());
+    const auto check = [](const std::shared_ptr<const Linear>& l, Index out, Index in, const std::string& what) {
+      lowbit::detail::require(l != nullptr, "{}: expected a Linear, got nullptr", what);
+      lowbit::detail::require(l->out_features() == out && l->in_features() == in, "{}: expected [{}, {}], got [{}, {}]",
+                              what, out, in, l->out_features(), l->in_features());
+    };
+    check(parts.output, V, D, "parts.output");
+    lowbit::detail::require(parts.blocks.size() == size_t(c.n_layers), "parts.blocks: expected {} blocks, got {}",
+                            c.n_layers, parts.blocks.size());
+    const Index shapes[7][2] = {{q_dim, D}, {kv, D}, {kv, D}, {D, q_dim}, {F, D}, {D, F}, {F, D}};
+    for (size_t l = 0; l < parts.blocks.size(); ++l) {
+      const BlockParts& b = parts.blocks[l];
+      for (size_t k = 0; k < 7; ++k)
+        check(b.linear[k], shapes[k][0], shapes[k][1],
+              "parts.blocks[" + std::to_string(l) + "]." + linear_names()[k]);
+      lowbit::detail::require(b.attn_norm.size() == D && b.ffn_norm.size() == D,
+                              "parts.blocks[{}]: expected norms of {} values", l, D);
+    }
+    token_embd_ = std::move(parts.token_embd);
+    output_norm_ = std::move(parts.output_norm);
+    output_ = std::move(parts.output);
+    for (auto& b : parts.blocks)
+      blocks_.push_back(Block{std::move(b.attn_norm), std::move(b.ffn_norm), std::move(b.linear)});
+    reset();
+  }
+
   const Config& config() const { return config_; }
+  /// The token-embedding table (float, or block bytes decoded per looked-up row).
+  const Embedding& token_embedding() const { return token_embd_; }
 
   /// Replaces linear `k` (linear_names() order) of `layer`; shapes must match.
   void set_linear(int layer, int k, std::shared_ptr<const Linear> lin) {
@@ -126,7 +242,7 @@ class Model {
                               config_.vocab_size - 1);
     const Config& c = config_;
     MatrixXfR x(M, c.dim);
-    for (Index i = 0; i < M; ++i) x.row(i) = token_embd_.row(tokens[size_t(i)]);
+    for (Index i = 0; i < M; ++i) token_embd_.lookup(tokens[size_t(i)], x.data() + i * x.outerStride());
     const Index start = n_past_, T = start + M, hd = c.head_dim;
     const Index kv_dim = Index(c.n_kv_heads) * hd;
     const int group = c.n_heads / c.n_kv_heads;
@@ -214,7 +330,7 @@ class Model {
   }
 
   Config config_;
-  MatrixXfR token_embd_;
+  Embedding token_embd_;
   Eigen::VectorXf output_norm_;
   std::shared_ptr<const Linear> output_;
   std::vector<Block> blocks_;

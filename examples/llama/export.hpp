@@ -1,9 +1,11 @@
 // export.hpp: writing a llama model as a GGUF file llama.cpp loads as it is: the tensor type of
 // every tensor for a target (llama.cpp's rules for the embedding and the head, the fallbacks for
 // rows no block fits, --keep overrides), the output order, the metadata and a streaming writer.
-// Shared by lowbit-quantize and by every tool that writes quantized llama files.
+// Shared by lowbit-quantize and by every tool that writes quantized llama files; the per-tensor
+// type rules themselves are gguf_export.hpp's (export_wanted_type, fitting_type), the one copy.
 #pragma once
 
+#include "gguf_export.hpp"
 #include "model.hpp"
 
 #include <lowbit/core/error.hpp>
@@ -47,63 +49,6 @@ inline TensorRole role_of(const std::string& name) {
 /// Whether a tensor of this role is a weight matrix a quantizer may store in a block format (the
 /// block Linears, the embedding and the head; not the norms or other tensors).
 inline bool is_quantizable(TensorRole r) { return r != TensorRole::norm && r != TensorRole::other; }
-
-/// Whether rows of `cols` elements are whole blocks of `t`.
-inline bool fits(lowbit::formats::Type t, uint64_t cols) {
-  return cols % lowbit::formats::info(t).block_size == 0;
-}
-
-/// The type a tensor with rows of `cols` elements gets when `want` does not fit: llama.cpp's
-/// fallbacks for its K-quant targets (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, Q2_K/Q3_K → Q4_0,
-/// IQ4_XS → IQ4_NL), then F16 where no block fits; a 32-weight target that does not fit (which
-/// llama.cpp refuses) falls back to F16 too. `want` itself when it fits.
-inline lowbit::formats::Type fallback_type(lowbit::formats::Type want, uint64_t cols) {
-  using lowbit::formats::Type;
-  if (fits(want, cols)) return want;
-  Type next = Type::F16;
-  switch (want) {
-    case Type::Q2_K: case Type::Q3_K: next = Type::Q4_0; break;
-    case Type::Q4_K: next = Type::Q5_0; break;
-    case Type::Q5_K: next = Type::Q5_1; break;
-    case Type::Q6_K: next = Type::Q8_0; break;
-    case Type::IQ4_XS: next = Type::IQ4_NL; break;
-    default: break;
-  }
-  return fits(next, cols) ? next : Type::F16;
-}
-
-/// llama.cpp's choice for the output head (and for a token embedding tied to it) at target `t`,
-/// before any fallback: Q8_0 when the head's rows are not whole blocks of `t` or `t` is Q8_0,
-/// else Q6_K. Non-block targets keep their type.
-inline lowbit::formats::Type head_wanted(lowbit::formats::Type t, uint64_t cols) {
-  using lowbit::formats::Type;
-  if (!lowbit::formats::info(t).quantized) return t;
-  return (!fits(t, cols) || t == Type::Q8_0) ? Type::Q8_0 : Type::Q6_K;
-}
-
-/// llama.cpp's type for the output head at target `t`: head_wanted, then the fallback for rows
-/// Q6_K does not fit (→ Q8_0, → F16).
-inline lowbit::formats::Type head_type(lowbit::formats::Type t, uint64_t cols) {
-  return fallback_type(head_wanted(t, cols), cols);
-}
-
-/// llama.cpp's type for an untied token embedding at target `t`: the target, then its fallback.
-inline lowbit::formats::Type embedding_type(lowbit::formats::Type t, uint64_t cols) {
-  return lowbit::formats::info(t).quantized ? fallback_type(t, cols) : t;
-}
-
-/// `general.file_type` for a uniform target: llama.cpp's ftype of that type (the K-quants' "_S"
-/// mixes, the nearest to "every Linear in T").
-inline uint32_t file_type_of_target(lowbit::formats::Type t) {
-  using lowbit::formats::Type;
-  using lowbit::io::FileType;
-  switch (t) {
-    case Type::Q3_K: return uint32_t(FileType::MOSTLY_Q3_K_S);
-    case Type::Q4_K: return uint32_t(FileType::MOSTLY_Q4_K_S);
-    case Type::Q5_K: return uint32_t(FileType::MOSTLY_Q5_K_S);
-    default: return uint32_t(lowbit::io::file_type_for(t));
-  }
-}
 
 /// A --keep rule: tensors whose name matches `pattern` (std::regex_search) get `type`.
 struct KeepRule {
@@ -229,14 +174,13 @@ inline void choose_types(std::vector<TensorChoice>& tensors, lowbit::formats::Ty
     if (const KeepRule* k = find_keep(keep, ch.name)) {
       ch.wanted = k->type;
       ch.rule = "--keep " + k->text;
-    } else if (ch.role == TensorRole::output || (tied && ch.role == TensorRole::token_embd)) {
-      ch.wanted = head_wanted(t, cols);
-      ch.rule = "llama.cpp head rule";
     } else {
-      ch.wanted = t;
-      ch.rule = ch.role == TensorRole::token_embd ? "llama.cpp embedding rule" : "target";
+      ch.wanted = export_wanted_type(ch.name, int(ch.ne.size()), cols, t, !tied);
+      ch.rule = ch.role == TensorRole::output || (tied && ch.role == TensorRole::token_embd)
+                    ? "llama.cpp head rule"
+                    : ch.role == TensorRole::token_embd ? "llama.cpp embedding rule" : "target";
     }
-    ch.type = fallback_type(ch.wanted, cols);
+    ch.type = fitting_type(ch.wanted, cols);
   }
 }
 

@@ -1,5 +1,6 @@
 // llama_run.cpp: runs a llama GGUF with lowbit: greedy generation and the perplexity protocol.
 #include "engine.hpp"
+#include "gguf_model.hpp"
 #include "perplexity.hpp"
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   int n_generate = 32, context = 512;
   long min_predictions = 20000;
   bool all = false, from_start = false;
+  std::string activations = "int8";
   app.add_option("--model", model_path, "llama GGUF file")->required();
   app.add_option("--prompt", prompt, "prompt to continue (BOS is prepended)");
   app.add_option("-n,--generate", n_generate, "tokens to generate greedily")->check(CLI::NonNegativeNumber);
@@ -23,12 +25,27 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--all", all, "score every chunk of the evaluation half");
   app.add_flag("--from-start", from_start, "score from the first chunk of the text, not the evaluation half");
+  app.add_option("--activations", activations,
+                 "files with GGUF block tensors (Q8_0 ... Q6_K): int8 runs them W·A8 on lowbit's integer block "
+                 "kernels, float32 weight-only")
+      ->check(CLI::IsMember({"int8", "float32"}));
   CLI11_PARSE(app, argc, argv);
   try {
     const auto file = lowbit::io::GgufFile::open(model_path);
-    const llama::Weights w = llama::load_weights(file, context);
     const llama::Tokenizer tok = llama::Tokenizer::from_gguf(file);
-    llama::Model model(w);
+    // Files with block tensors run them natively on lowbit's block kernels; F32/F16/BF16 files
+    // load as float weights, as always.
+    const bool blocks = llama::has_block_tensors(file);
+    llama::GgufRunOptions run;
+    run.context_length = context;
+    run.activations = activations == "float32" ? lowbit::ActivationQuant::float32 : lowbit::ActivationQuant::int8;
+    llama::Model model = blocks ? llama::load_model(file, run) : llama::Model(llama::load_weights(file, context));
+    if (blocks) {
+      std::string types;
+      for (const auto& [type, n] : llama::tensor_types(file)) types += fmt::format(" {} x{}", type, n);
+      fmt::print("file {} bytes; tensors{}; block tensors on lowbit's block kernels, {}\n", file.file_size(), types,
+                 activations == "float32" ? "weight-only (float32 activations)" : "W·A8 (int8 activations)");
+    }
     if (n_generate > 0) {
       std::vector<int> ids = tok.encode(prompt, true);
       std::vector<int> out = ids;

@@ -4,12 +4,15 @@
 #include "adam.hpp"
 #include "train.hpp"
 
+#include <lowbit/core/half.hpp>
 #include <lowbit/core/quant_params.hpp>
-#include <lowbit/gemm/fp16.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
+#include <lowbit/qat/format_fake_quant.hpp>
+#include <lowbit/qat/format_params.hpp>
 #include <lowbit/qat/lsq.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -52,9 +55,14 @@ struct QatStep {
   double seconds;
 };
 
-/// The model under QAT: float latent weights, learnable per-tensor QuantParams, and the
-/// effective (fake-quantized) weights the forward pass uses, which are exactly what inference
-/// runs after export (QuantizedMatrix from latent + params dequantizes to the effective weight).
+/// The model under QAT: float latent weights, learnable quantization parameters per tensor, and
+/// the effective (fake-quantized) weights the forward pass uses, which are exactly what inference
+/// runs after export. Two kinds of parameters:
+/// - lowbit's own QuantParams (QuantizedMatrix from latent + params dequantizes to the effective
+///   weight, run by the packed kernels);
+/// - the grid of a GGUF block format (qat::FormatParams: Q4_0 ... Q6_K, or F16 for a tensor
+///   whose rows fit no block): the effective weight is bit for bit what the format decodes from
+///   export_tensor()'s blocks, so a GGUF file written from them runs exactly the trained model.
 class QatModel {
  public:
   /// `params` maps quantizable_names() entries to their initial QuantParams (typically a PTQ
@@ -77,9 +85,43 @@ class QatModel {
     refresh();
   }
 
+  /// QAT on GGUF format grids: `formats` maps quantizable_names() entries (and, for an untied
+  /// latent model, "token_embd", the lookup table, which GGUF stores apart from the head) to
+  /// their FormatParams, typically from a PTQ file's blocks (format_params_from_blocks with the
+  /// latent weights at their decode, so step 0 is that file exactly) or a format's plain rounding
+  /// (format_params_from_weights). Names not in the map stay float (norms, and an untied
+  /// embedding without an entry). A tied latent model with an "output" entry stores one table
+  /// in the head's format, which the lookup reads too.
+  QatModel(Params<float> latent, std::map<std::string, lowbit::qat::FormatParams> formats)
+      : latent_(std::move(latent)), formats_(std::move(formats)) {
+    auto names = quantizable_names(latent_);
+    if (!latent_.tied) names.push_back("token_embd");
+    for (const auto& [name, fp] : formats_) {
+      lowbit::detail::require(std::find(names.begin(), names.end(), name) != names.end(),
+                              "formats: '{}' is not a quantizable tensor{}", name,
+                              name == "token_embd" ? " (the latent model is tied)" : "");
+      const Mat<float>& w = latent_weight(latent_, name);
+      lowbit::qat::validate(fp, w.rows(), w.cols());
+    }
+    effective_ = latent_;
+    effective_.tied = false;
+    effective_.output = latent_.head();
+    half_scales_ = false;
+    refresh();
+  }
+
   const Params<float>& latent() const { return latent_; }
   const Params<float>& effective() const { return effective_; }
   const std::map<std::string, lowbit::QuantParams>& params() const { return params_; }
+  const std::map<std::string, lowbit::qat::FormatParams>& format_params() const { return formats_; }
+
+  /// The stored bytes of tensor `name` (a format_params() entry) in its GGUF type, as a GGUF file
+  /// holds them: formats::decode_matrix of them equals the effective weight bit for bit.
+  std::vector<uint8_t> export_tensor(const std::string& name) const {
+    auto it = formats_.find(name);
+    lowbit::detail::require(it != formats_.end(), "name: '{}' has no format parameters", name);
+    return lowbit::qat::export_format_blocks(latent_weight(latent_, name), it->second);
+  }
 
   /// Recomputes the effective weights from the latent ones and the current params.
   void refresh() {
@@ -88,13 +130,21 @@ class QatModel {
       Mat<float>& eff = effective_weight(name);
       const Mat<float>& w = latent_weight(latent_, name);
       auto it = params_.find(name);
-      if (it == params_.end())
-        eff = w;
-      else
+      auto ft = formats_.find(name);
+      if (it != params_.end())
         lowbit::qat::fake_quantize_into(w, it->second, eff);
+      else if (ft != formats_.end())
+        lowbit::qat::format_fake_quantize_into(w, ft->second, eff);
+      else
+        eff = w;
     }
+    auto embd = formats_.find("token_embd");
+    if (embd != formats_.end())  // an untied lookup table on its own grid
+      lowbit::qat::format_fake_quantize_into(latent_.token_embd, embd->second,
+                                             effective_.token_embd);
     // A tied model stores one table: when the head is quantized, the lookup reads it too.
-    if (latent_.tied && params_.count("output")) effective_.token_embd = effective_.output;
+    else if (latent_.tied && is_quantized("output"))
+      effective_.token_embd = effective_.output;
   }
 
   /// Rounds every per-group step size to the nearest binary16 value, the precision lowbit's
@@ -103,8 +153,8 @@ class QatModel {
     for (auto& [name, qp] : params_) {
       if (qp.scheme.granularity != lowbit::Granularity::per_group) continue;
       for (float& s : qp.scale) {
-        uint16_t h = 0;
-        if (lowbit::detail::float_to_half(s, h)) s = lowbit::detail::half_to_float(h);
+        const uint16_t h = lowbit::float_to_half(s);
+        if (lowbit::is_normal_half(h)) s = lowbit::half_to_float(h);
       }
     }
   }
@@ -133,6 +183,14 @@ class QatModel {
     Params<float> grad_latent = zeros_like(latent_);
     std::map<std::string, std::vector<float>> grad_scale;
     for (const auto& [name, qp] : params_) grad_scale[name].assign(qp.scale.size(), 0.0f);
+    std::map<std::string, lowbit::qat::FormatGrads> grad_format;
+    for (const auto& [name, fp] : formats_) {
+      auto& g = grad_format[name];
+      g.grad_scale.assign(fp.scale.size(), 0.0f);
+      g.grad_offset.assign(fp.offset.size(), 0.0f);
+      g.grad_super_scale.assign(fp.super_scale.size(), 0.0f);
+      g.grad_super_min.assign(fp.super_min.size(), 0.0f);
+    }
     Adam adam(opt.lr);
     std::vector<QatStep> log;
     lowbit::qat::LsqGrads lsq;
@@ -160,7 +218,7 @@ class QatModel {
         stats += accumulate_gradient(effective_, *s, t.size() ? &t : nullptr, opt.loss, gscale,
                                      grad_eff);
       }
-      to_latent_gradients(grad_eff, grad_latent, grad_scale, opt.lsq, lsq);
+      to_latent_gradients(grad_eff, grad_latent, grad_scale, grad_format, opt.lsq, lsq);
       // Cosine decay of the learning rate.
       const double progress = opt.steps > 1 ? double(step) / double(opt.steps - 1) : 1.0;
       const double cosine = 0.5 * (1.0 + std::cos(3.141592653589793 * progress));
@@ -176,9 +234,30 @@ class QatModel {
       for (auto& [name, qp] : params_)
         slots.push_back({qp.scale.data(), grad_scale[name].data(), qp.scale.size(),
                          opt.lsq ? opt.scale_lr_ratio : 0.0f});
+      for (auto& [name, fp] : formats_) {
+        // Sub-block scales and offsets at the step-size rate; d and dmin, which are about
+        // 1/hi of the sub-block values they multiply, at that rate over hi (the same relative
+        // speed). Plain types (F16) have nothing to learn.
+        const lowbit::formats::Format* f = fp.format();
+        if (!f) continue;
+        const float r = opt.lsq ? opt.scale_lr_ratio : 0.0f;
+        auto& g = grad_format[name];
+        slots.push_back({fp.scale.data(), g.grad_scale.data(), fp.scale.size(), r});
+        if (f->has_offset)
+          slots.push_back({fp.offset.data(), g.grad_offset.data(), fp.offset.size(), r});
+        if (fp.has_super()) {
+          const float hi = float(std::max(std::abs(f->scale_lo), f->scale_hi));
+          slots.push_back({fp.super_scale.data(), g.grad_super_scale.data(),
+                           fp.super_scale.size(), r / hi});
+          if (f->min_hi != 0)
+            slots.push_back({fp.super_min.data(), g.grad_super_min.data(), fp.super_min.size(),
+                             r / float(f->min_hi)});
+        }
+      }
       adam.step(slots);
       for (auto& [name, qp] : params_)
         for (float& s : qp.scale) s = std::max(s, 1e-8f);  // a step size must stay positive
+      for (auto& [name, fp] : formats_) lowbit::qat::project(fp);  // storable values
       if (half_scales_) round_scales_to_half();
       refresh();
       const double secs =
@@ -193,6 +272,7 @@ class QatModel {
  private:
   static Mat<float>& latent_weight(Params<float>& p, const std::string& name) {
     if (name == "output") return p.tied ? p.token_embd : p.output;
+    if (name == "token_embd") return p.token_embd;
     for (auto& [n, m] : linear_weights(p, false))
       if (n == name) return *m;
     lowbit::detail::fail("name: '{}' is not a quantizable tensor", name);
@@ -204,10 +284,15 @@ class QatModel {
     return latent_weight(effective_, name);  // effective_ is untied: "output" is its own tensor
   }
 
+  // Has `name` (quantizable_names() or "token_embd") lowbit or format parameters?
+  bool is_quantized(const std::string& name) const {
+    return params_.count(name) != 0 || formats_.count(name) != 0;
+  }
+
   // Is the latent tensor `name` (tensors() naming) fake-quantized somewhere?
   bool is_quantized_tensor(const std::string& name) const {
-    if (params_.count(name)) return true;
-    return name == (latent_.tied ? "token_embd" : "output") && params_.count("output");
+    if (is_quantized(name)) return true;
+    return name == (latent_.tied ? "token_embd" : "output") && is_quantized("output");
   }
 
   // Copies the tensors that are never quantized (norms, the embedding lookup).
@@ -223,10 +308,25 @@ class QatModel {
   // Maps gradients w.r.t. the effective weights to the latent weights (STE, or LSQ with step
   // size gradients) and, for a tied model, adds the head's gradient to the embedding's.
   void to_latent_gradients(const Params<float>& ge, Params<float>& gl,
-                           std::map<std::string, std::vector<float>>& gscale, bool learn,
+                           std::map<std::string, std::vector<float>>& gscale,
+                           std::map<std::string, lowbit::qat::FormatGrads>& gformat, bool learn,
                            lowbit::qat::LsqGrads& lsq) const {
-    const bool shared_table = latent_.tied && params_.count("output");
+    const bool shared_table = latent_.tied && is_quantized("output");
+    // Through one tensor's format grid: the STE, and with `learn` its parameters' LSQ gradients.
+    auto through_format = [&](const std::string& name, const Mat<float>& g, const Mat<float>& w,
+                              Mat<float>& gx) {
+      const auto& fp = formats_.at(name);
+      if (learn && fp.format()) {
+        auto& out = gformat.at(name);
+        lowbit::qat::format_lsq_backward_into(g, w, fp, lowbit::qat::format_grad_factor(fp), out);
+        gx = out.grad_x;
+      } else {
+        lowbit::qat::format_fake_quantize_backward_into(g, w, fp, gx);
+      }
+    };
     gl.token_embd = ge.token_embd;
+    if (formats_.count("token_embd"))
+      through_format("token_embd", ge.token_embd, latent_.token_embd, gl.token_embd);
     gl.output_norm = ge.output_norm;
     for (size_t l = 0; l < gl.layers.size(); ++l) {
       gl.layers[l].attn_norm = ge.layers[l].attn_norm;
@@ -238,7 +338,9 @@ class QatModel {
       const Mat<float>& w = latent_weight(latent_, name);
       Mat<float> gx;
       auto it = params_.find(name);
-      if (it == params_.end()) {
+      if (formats_.count(name)) {
+        through_format(name, g, w, gx);
+      } else if (it == params_.end()) {
         gx = g;
       } else if (learn) {
         lowbit::qat::lsq_backward_into(g, w, it->second,
@@ -260,6 +362,7 @@ class QatModel {
 
   Params<float> latent_, effective_;
   std::map<std::string, lowbit::QuantParams> params_;
+  std::map<std::string, lowbit::qat::FormatParams> formats_;
   bool half_scales_ = true;
 };
 

@@ -566,10 +566,10 @@ class Quantizer {
   /// The types a quantizable tensor may get under --bpw: each of --types or its fallback for
   /// the tensor's rows; a --keep rule pins one.
   std::vector<Type> candidate_types(const TensorChoice& ch) const {
-    if (const llama::KeepRule* k = llama::find_keep(keep_, ch.name)) return {llama::fallback_type(k->type, ch.cols())};
+    if (const llama::KeepRule* k = llama::find_keep(keep_, ch.name)) return {llama::fitting_type(k->type, ch.cols())};
     std::vector<Type> out;
     for (Type t : types_) {
-      const Type u = llama::fallback_type(t, ch.cols());
+      const Type u = llama::fitting_type(t, ch.cols());
       if (std::find(out.begin(), out.end(), u) == out.end()) out.push_back(u);
     }
     return out;
@@ -614,7 +614,7 @@ class Quantizer {
       for (const auto& kv : tr.record.metadata()) extra.push_back(kv);
     lowbit::io::WriteOptions wo;
     wo.inputs = {o_.model};
-    if (!bpw_mode()) wo.file_type = llama::file_type_of_target(target_);
+    if (!bpw_mode()) wo.file_type = uint32_t(lowbit::io::file_type_for(target_));
     lowbit::io::GgufWriter w(path, llama::export_metadata(*file_, extra), llama::export_specs(tensors), wo);
     quantize_pass(tensors, tr, w, r);
     w.finish();

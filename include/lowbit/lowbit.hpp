@@ -27,8 +27,10 @@
 #include <lowbit/formats/rounding.hpp>
 #include <lowbit/formats/type.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/gguf_weights.hpp>
 #include <lowbit/gemm/linear.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/calib/entropy_observer.hpp>
@@ -60,6 +62,8 @@
 #include <lowbit/ptq/smoothquant.hpp>
 #include <lowbit/qat/fake_quant_module.hpp>
 #include <lowbit/qat/fake_quantize.hpp>
+#include <lowbit/qat/format_fake_quant.hpp>
+#include <lowbit/qat/format_params.hpp>
 #include <lowbit/qat/lsq.hpp>
 #include <lowbit/mixed/allocation.hpp>
 #include <lowbit/mixed/budget.hpp>

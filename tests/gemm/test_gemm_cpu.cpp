@@ -14,6 +14,7 @@ using cpu::Isa;
 
 namespace {
 
+#if defined(__x86_64__)
 /// The flags Linux reports for the first CPU in /proc/cpuinfo (empty elsewhere): an independent
 /// view of what the CPU and the kernel support.
 std::string cpuinfo_flags() {
@@ -24,6 +25,7 @@ std::string cpuinfo_flags() {
 }
 
 bool cpuinfo_has(const std::string& flag) { return cpuinfo_flags().find(" " + flag + " ") != std::string::npos; }
+#endif
 
 }  // namespace
 

@@ -43,6 +43,7 @@ std::vector<Case> cases() {
   return out;
 }
 
+#if defined(__x86_64__)
 /// True when Linux lists `flag` for the CPU in /proc/cpuinfo (false where there is none).
 bool cpuinfo_has(const std::string& flag) {
   std::ifstream in("/proc/cpuinfo");
@@ -50,6 +51,7 @@ bool cpuinfo_has(const std::string& flag) {
     if (line.rfind("flags", 0) == 0) return (line + " ").find(" " + flag + " ") != std::string::npos;
   return false;
 }
+#endif
 
 bool same_bits(const MatrixXfR& a, const MatrixXfR& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&

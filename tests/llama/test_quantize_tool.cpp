@@ -214,7 +214,7 @@ TEST_CASE("lowbit-quantize: --type Q4_K on a small llama: llama.cpp's types, fal
   CHECK(r.file_bytes == file_size(out));
   CHECK(f.get_string("general.name", "") == "synthetic");  // the source's metadata is kept
   CHECK(f.get_string("lowbit.quantize.method", "") == "gptq");
-  CHECK(f.get_int("general.file_type", -1) == int64_t(lowbit::io::FileType::MOSTLY_Q4_K_S));
+  CHECK(f.get_int("general.file_type", -1) == int64_t(lowbit::io::file_type_for(Type::Q4_K)));
   // Rows of 64 fit no 256-weight block: Q4_K → Q5_0 (llama.cpp's fallback); ffn_down (rows of 256)
   // is Q4_K; the untied embedding follows the target (→ Q5_0); the head's rows are not whole
   // Q6_K blocks → Q8_0 (llama.cpp's head rule); norms F32.
@@ -355,7 +355,7 @@ TEST_CASE("lowbit-quantize: --bpw never exceeds the budget counted from the exac
         }
         bool allowed = false;
         for (const auto& name : o.types)
-          allowed |= llama::fallback_type(*lowbit::formats::parse_type(name), t.cols()) == t.type;
+          allowed |= llama::fitting_type(*lowbit::formats::parse_type(name), t.cols()) == t.type;
         CHECK(allowed);
       }
       if (alloc == "measured") CHECK(r.quantized_bytes >= budget * 9 / 10);  // the budget is used

@@ -68,9 +68,9 @@ TEST_CASE("QAT: effective weights are exactly dequantize(quantize(latent)) befor
     REQUIRE(eff.token_embd == eff.output);  // the tied lookup reads the same quantized table
     for (const auto& [name, qp] : model.params())
       for (float sc : qp.scale) {  // binary16 step sizes, as the packed kernels store them
-        uint16_t h = 0;
-        REQUIRE(lowbit::detail::float_to_half(sc, h));
-        REQUIRE(lowbit::detail::half_to_float(h) == sc);
+        const uint16_t h = lowbit::float_to_half(sc);
+        REQUIRE(lowbit::is_normal_half(h));
+        REQUIRE(lowbit::half_to_float(h) == sc);
       }
   };
   check_exact();
@@ -222,8 +222,8 @@ TEST_CASE("study: what QAT trained is what the engine runs on lowbit's kernels")
   // The learned step sizes are binary16 values, so the packed kernels store them exactly.
   for (const auto& [name, s] : plan)
     for (float sc : s.params.scale) {
-      uint16_t h = 0;
-      REQUIRE(lowbit::detail::float_to_half(sc, h));
-      REQUIRE(lowbit::detail::half_to_float(h) == sc);
+      const uint16_t h = lowbit::float_to_half(sc);
+      REQUIRE(lowbit::is_normal_half(h));
+      REQUIRE(lowbit::half_to_float(h) == sc);
     }
 }

@@ -1,4 +1,4 @@
-// tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for training tests.
+// tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for tests; a wide one for GGUF blocks.
 #pragma once
 
 #include "../../examples/llama_train/train.hpp"
@@ -42,10 +42,21 @@ inline llama::Config config() {
   return c;
 }
 
-/// Random weights of config(); the head is the embedding when `tied`.
+/// A wider config whose rows fit GGUF blocks: dim `dim` (q/k/v/gate/up/head rows), FFN width
+/// `hidden` (FFN-down rows), 4 query and 2 KV heads, vocab 32. E.g. (64, 48): rows of 64 fit
+/// 32-weight blocks and FFN-down's 48 fit none; (256, 512): every row fits the K-quants' 256.
+inline llama::Config wide_config(int dim, int hidden) {
+  llama::Config c = config();
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.head_dim = dim / c.n_heads;
+  c.rope_dim = c.head_dim;
+  return c;
+}
+
+/// Random weights of `c` (config() by default); the head is the embedding when `tied`.
 template <class T>
-llama::train::Params<T> params(bool tied, std::mt19937& rng) {
-  const auto c = config();
+llama::train::Params<T> params(bool tied, std::mt19937& rng, const llama::Config& c = config()) {
   llama::train::Params<T> p;
   p.config = c;
   p.tied = tied;
@@ -58,7 +69,7 @@ llama::train::Params<T> params(bool tied, std::mt19937& rng) {
     p.layers.push_back({random_mat<T>(c.dim, c.dim, rng, s), random_mat<T>(kv, c.dim, rng, s),
                         random_mat<T>(kv, c.dim, rng, s), random_mat<T>(c.dim, c.dim, rng, s),
                         random_mat<T>(c.hidden_dim, c.dim, rng, s),
-                        random_mat<T>(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(24.0)),
+                        random_mat<T>(c.dim, c.hidden_dim, rng, 1.0 / std::sqrt(double(c.hidden_dim))),
                         random_mat<T>(c.hidden_dim, c.dim, rng, s),
                         random_vec<T>(c.dim, rng, 1.0, 0.3), random_vec<T>(c.dim, rng, 1.0, 0.3)});
   return p;

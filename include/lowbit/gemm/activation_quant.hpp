@@ -49,6 +49,12 @@ struct QuantizedActivations {
   std::vector<float> scale;    ///< [rows][groups] when per_group, else [rows]
   std::vector<int32_t> zero;   ///< [rows]: za
   std::vector<int32_t> sums;   ///< [rows][groups]: sum of c over the group's real columns
+  // Block-form weights only (filled by block_activation_sums):
+  Index sub_stride = 0, unit_stride = 0;
+  std::vector<int16_t> sub_sums;  ///< [rows][K / sum_cols]: sum of c over each sub-block (|.| <= 4096)
+  /// [rows][K / unit_cols] when zero != 0 and the codes are below 8 bits: two int16 (low half
+  /// first), zero * the sum of c over bytes 0-1, and over bytes 2-3, of each 4 columns of the unit.
+  std::vector<int32_t> zpairs;
 
   const int8_t* row(Index m) const { return codes.data() + size_t(m) * size_t(stride); }
   float row_scale(Index m, Index g) const { return scale[size_t(per_group ? m * groups + g : m)]; }
@@ -107,6 +113,35 @@ void quantize_activations_with(const float* x, Index M, Index K, Index ldx, cons
       int32_t s = 0;
       for (Index k = w.group_begin(g); k < w.group_end(g); ++k) s += c[k];
       a.sums[size_t(m * a.groups + g)] = s;
+    }
+  }
+}
+
+/// The activation sums the block kernels read (sub-block sums, zero-point pairs); integer and
+/// exact, computed once per call by every Isa alike.
+inline void block_activation_sums(QuantizedActivations& a, const PackedWeights& w) {
+  const BlockLayout& L = w.block();
+  const Index K = a.cols, sc = L.sum_cols(), uc = L.unit_cols();
+  a.sub_stride = K / sc;
+  a.sub_sums.assign(size_t(a.rows * a.sub_stride), 0);
+  const bool pairs = L.zero() != 0 && L.low_width() < 8;
+  a.unit_stride = pairs ? K / uc : 0;
+  a.zpairs.assign(size_t(a.rows * a.unit_stride), 0);
+  for (Index m = 0; m < a.rows; ++m) {
+    const int8_t* c = a.row(m);
+    for (Index j = 0; j < a.sub_stride; ++j) {
+      int32_t t = 0;
+      for (Index k = j * sc; k < (j + 1) * sc; ++k) t += c[k];
+      a.sub_sums[size_t(m * a.sub_stride + j)] = int16_t(t);
+    }
+    for (Index u = 0; pairs && u < a.unit_stride; ++u) {
+      int32_t lo = 0, hi = 0;
+      for (Index k = u * uc; k < (u + 1) * uc; k += 4) {
+        lo += c[k] + c[k + 1];
+        hi += c[k + 2] + c[k + 3];
+      }
+      a.zpairs[size_t(m * a.unit_stride + u)] =
+          int32_t(uint32_t(uint16_t(int16_t(lo * L.zero()))) | (uint32_t(uint16_t(int16_t(hi * L.zero()))) << 16));
     }
   }
 }

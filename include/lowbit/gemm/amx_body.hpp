@@ -139,10 +139,11 @@ inline amx_tiles::Config tile_config(const TilePlan& p) noexcept {
   return c;
 }
 
-/// True when linear_int runs on tiles (M >= 16 and steps of at least min_step_rows rows); else
-/// the fallback kernels run (same results).
+/// True when linear_int runs on tiles (lowbit's 8-bit or 4-bit layout, M >= 16 and steps of at
+/// least min_step_rows rows); else the fallback kernels run (same results). Block-form weights
+/// (GGUF formats, PackedWeights::is_block) never run on tiles: their layout is not a B tile.
 inline bool tiles_apply(const ::lowbit::detail::QuantizedActivations& a, const PackedWeights& w) noexcept {
-  return a.rows >= 16 && a.stride >= w.cols() && tile_plan(w).step_rows >= min_step_rows;
+  return !w.is_block() && a.rows >= 16 && a.stride >= w.cols() && tile_plan(w).step_rows >= min_step_rows;
 }
 
 // ---- per-thread buffers ---------------------------------------------------------------------
@@ -431,6 +432,7 @@ inline void quantize(const float* x, Index M, Index K, Index ldx, const PackedWe
 
 inline void linear_int(const ::lowbit::detail::QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
                        Index n0, Index n1) noexcept {
+  if (w.is_block()) return fallback::linear_block_int(a, w, y, ldy, n0, n1);  // never tiles (see tiles_apply)
   if (!tiles_apply(a, w)) return fallback::linear_int(a, w, y, ldy, n0, n1);
   Tiles tiles;
   linear_int_tiles(tiles, a, w, y, ldy, n0, n1);

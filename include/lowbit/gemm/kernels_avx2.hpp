@@ -161,9 +161,110 @@ struct V {
     return {{_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(raw.v[0], shift), mask)),
              _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(raw.v[1], shift), mask))}};
   }
+
+  // Block-form weights (block_kernel_body.hpp). Codes below 64 times activations: vpmaddubsw
+  // pairs, added in int16 over a unit (BlockLayout::unit_cols keeps them below 32768), widened
+  // by vpmaddwd with the sub-scale pair (sc, sc) of each lane, so the scale costs nothing extra.
+  static constexpr int blk_mr = 2, blk_nb = 1, blk_gemv_nb = 1, blkf_mr = 2, blkf_nb = 1;
+  static constexpr bool blk_all_configs = false;
+  using C = R;
+  struct Sub { __m256i v[2]; };  // int16 pair sums
+  using Z = __m256i;             // zero * sum c per int16 element
+  struct Sc { __m256i v[2]; };   // (sc, sc) int16 per lane
+  struct Pr { __m256i v[2]; };   // (mn_0, mn_1) int16 per lane
+  static C c_load(const uint8_t* p) { return load_raw(p); }
+  static void c_store(uint8_t* p, const C& c) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), c.v[0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 32), c.v[1]);
+  }
+  template <int From, int To, int Width>
+  static C c_move(const C& x) {
+    const __m256i mask = _mm256_set1_epi8(char(((1 << Width) - 1) << To));
+    C r;
+    for (int h = 0; h < 2; ++h) {
+      __m256i v = x.v[h];
+      if constexpr (From > To) v = _mm256_srli_epi16(v, From - To);
+      if constexpr (From < To) v = _mm256_slli_epi16(v, To - From);
+      r.v[h] = _mm256_and_si256(v, mask);
+    }
+    return r;
+  }
+  static C c_or(const C& a, const C& b) { return {{_mm256_or_si256(a.v[0], b.v[0]), _mm256_or_si256(a.v[1], b.v[1])}}; }
+  static Sub sub_zero() { return {{_mm256_setzero_si256(), _mm256_setzero_si256()}}; }
+  static void sub_dot(Sub& s, const C& c, A a) {
+    for (int h = 0; h < 2; ++h) s.v[h] = _mm256_add_epi16(s.v[h], _mm256_maddubs_epi16(c.v[h], a));
+  }
+  static Sub sub_first(const C& c, A a) { return {{_mm256_maddubs_epi16(c.v[0], a), _mm256_maddubs_epi16(c.v[1], a)}}; }
+  static Z z_load(int32_t p) { return _mm256_set1_epi32(p); }
+  static Sc sc_unit() { return {{_mm256_set1_epi16(1), _mm256_set1_epi16(1)}}; }
+  static __m256i pair_words(const uint8_t* p, bool nibbles, bool high) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if (!nibbles) return _mm256_cvtepi8_epi16(b);
+    if (high) b = _mm_srli_epi16(b, 4);
+    return _mm256_cvtepu8_epi16(_mm_and_si128(b, _mm_set1_epi8(0x0F)));
+  }
+  static void sc_load_pairs(const uint8_t* p, bool nibbles, Sc& s0, Sc& s1) {
+    const __m256i even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9,
+                                          8, 9, 12, 13, 12, 13);
+    const __m256i odd = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3, 2, 3, 6, 7, 6, 7,
+                                         10, 11, 10, 11, 14, 15, 14, 15);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i w = pair_words(p + 16 * h, nibbles, false);  // lane l: (sc_0, sc_1)
+      s0.v[h] = _mm256_shuffle_epi8(w, even);
+      s1.v[h] = _mm256_shuffle_epi8(w, odd);
+    }
+  }
+  static Pr mn_load_pairs(const uint8_t* p, bool nibbles) {
+    return {{pair_words(p, nibbles, true), pair_words(p + 16, nibbles, true)}};
+  }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    if (!nibbles) {
+      sc_load_pairs(p, false, s0, s1);
+      pr = mn_load_pairs(p + mn_offset, false);
+      return;
+    }
+    const __m256i even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9,
+                                          8, 9, 12, 13, 12, 13);
+    const __m256i odd = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15, 2, 3, 2, 3, 6, 7, 6, 7,
+                                         10, 11, 10, 11, 14, 15, 14, 15);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h));
+      const __m256i w = _mm256_cvtepu8_epi16(_mm_and_si128(b, m4));
+      s0.v[h] = _mm256_shuffle_epi8(w, even);
+      s1.v[h] = _mm256_shuffle_epi8(w, odd);
+      pr.v[h] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), m4));
+    }
+  }
+  static void fold(I& acc, const Sub& s, const Sc& sc) {
+    for (int h = 0; h < 2; ++h) acc.v[h] = _mm256_add_epi32(acc.v[h], _mm256_madd_epi16(s.v[h], sc.v[h]));
+  }
+  static void fold_z(I& acc, const Sub& s, Z z, const Sc& sc) {
+    for (int h = 0; h < 2; ++h)
+      acc.v[h] = _mm256_add_epi32(acc.v[h], _mm256_madd_epi16(_mm256_sub_epi16(s.v[h], z), sc.v[h]));
+  }
+  static void fold_pairs(I& acc, const int16_t* cs, const Pr& p) {
+    int32_t v;
+    std::memcpy(&v, cs, 4);
+    const __m256i c = _mm256_set1_epi32(v);
+    for (int h = 0; h < 2; ++h) acc.v[h] = _mm256_add_epi32(acc.v[h], _mm256_madd_epi16(p.v[h], c));
+  }
+  static I sc_i(const Sc& s) { return {{_mm256_srai_epi32(s.v[0], 16), _mm256_srai_epi32(s.v[1], 16)}}; }
+  static void pr_split(const Pr& p, I& a, I& b) {
+    for (int h = 0; h < 2; ++h) {
+      a.v[h] = _mm256_srai_epi32(_mm256_slli_epi32(p.v[h], 16), 16);
+      b.v[h] = _mm256_srai_epi32(p.v[h], 16);
+    }
+  }
+  static F load_half(const uint8_t* p) {
+    return {{_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)))}};
+  }
+  static I add(const I& a, const I& b) { return {{_mm256_add_epi32(a.v[0], b.v[0]), _mm256_add_epi32(a.v[1], b.v[1])}}; }
 };
 
 #include <lowbit/gemm/kernel_body.hpp>
+#include <lowbit/gemm/block_kernel_body.hpp>
 
 }  // namespace lowbit::kernels::avx2
 

@@ -3,6 +3,7 @@
 
 #include <lowbit/core/quantize.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/block_layout.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 
@@ -112,6 +113,91 @@ struct NeonBase {
     return r;
   }
 
+  // Block-form weights (block_kernel_body.hpp): codes below 64 are valid signed bytes, so sdot /
+  // smull take them as they are; sub-scales and mins widen to int32 lanes (vmla).
+  static constexpr int blk_mr = 4, blk_nb = 1, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
+  static constexpr bool blk_all_configs = false;
+  using C = W;
+  using Z = int32x4_t;
+  using Sc = I;
+  struct Pr { I m0, m1; };
+  static C c_load(const uint8_t* p) {
+    C c;
+    for (int q = 0; q < 4; ++q) c.v[q] = vreinterpretq_s8_u8(vld1q_u8(p + 16 * q));
+    return c;
+  }
+  static void c_store(uint8_t* p, const C& c) {
+    for (int q = 0; q < 4; ++q) vst1q_u8(p + 16 * q, vreinterpretq_u8_s8(c.v[q]));
+  }
+  template <int From, int To, int Width>
+  static C c_move(const C& x) {
+    const uint8x16_t mask = vdupq_n_u8(uint8_t(((1 << Width) - 1) << To));
+    C r;
+    for (int q = 0; q < 4; ++q) {
+      uint8x16_t v = vreinterpretq_u8_s8(x.v[q]);
+      if constexpr (From > To) v = vshrq_n_u8(v, From - To);
+      if constexpr (From < To) v = vshlq_n_u8(v, To - From);
+      r.v[q] = vreinterpretq_s8_u8(vandq_u8(v, mask));
+    }
+    return r;
+  }
+  static C c_or(const C& a, const C& b) {
+    C r;
+    for (int q = 0; q < 4; ++q) r.v[q] = vorrq_s8(a.v[q], b.v[q]);
+    return r;
+  }
+  static Z z_load(int32_t p) {
+    return vdupq_n_s32(int32_t(int16_t(uint32_t(p) & 0xFFFFu)) + int32_t(int16_t(uint32_t(p) >> 16)));
+  }
+  static Sc sc_unit() { return set_i(1); }
+  static I widen(int8x16_t b) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_high_s8(b);
+    return {{vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)), vmovl_high_s16(hi)}};
+  }
+  static void sc_load_pairs(const uint8_t* p, bool nibbles, Sc& s0, Sc& s1) {
+    uint8x16x2_t v = vld2q_u8(p);  // val[i]: sub-block i of the pair, lanes 0..15
+    if (nibbles) {
+      v.val[0] = vandq_u8(v.val[0], vdupq_n_u8(0x0F));
+      v.val[1] = vandq_u8(v.val[1], vdupq_n_u8(0x0F));
+    }
+    s0 = widen(vreinterpretq_s8_u8(v.val[0]));
+    s1 = widen(vreinterpretq_s8_u8(v.val[1]));
+  }
+  static Pr mn_load_pairs(const uint8_t* p, bool nibbles) {
+    uint8x16x2_t v = vld2q_u8(p);
+    if (nibbles) {
+      v.val[0] = vshrq_n_u8(v.val[0], 4);
+      v.val[1] = vshrq_n_u8(v.val[1], 4);
+    }
+    return {widen(vreinterpretq_s8_u8(v.val[0])), widen(vreinterpretq_s8_u8(v.val[1]))};
+  }
+  static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
+    sc_load_pairs(p, nibbles, s0, s1);
+    pr = mn_load_pairs(nibbles ? p : p + mn_offset, nibbles);
+  }
+  static void fold_pairs(I& acc, const int16_t* cs, const Pr& p) {
+    for (int q = 0; q < 4; ++q) acc.v[q] = vmlaq_n_s32(vmlaq_n_s32(acc.v[q], p.m0.v[q], cs[0]), p.m1.v[q], cs[1]);
+  }
+  static I sc_i(const Sc& s) { return s; }
+  static void pr_split(const Pr& p, I& a, I& b) {
+    a = p.m0;
+    b = p.m1;
+  }
+  static F load_half(const uint8_t* p) {
+    F r;
+    for (int q = 0; q < 4; ++q) r.v[q] = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p + 8 * q)));
+    return r;
+  }
+  static I add(const I& a, const I& b) {
+    I r;
+    for (int q = 0; q < 4; ++q) r.v[q] = vaddq_s32(a.v[q], b.v[q]);
+    return r;
+  }
+  /// acc += (s - z) * sc, s already widened to int32 lanes.
+  static void fold_i(I& acc, const I& s, const int32x4_t* z, const Sc& sc) {
+    for (int q = 0; q < 4; ++q) acc.v[q] = vmlaq_s32(acc.v[q], z ? vsubq_s32(s.v[q], *z) : s.v[q], sc.v[q]);
+  }
+
   static void range(const float* x, Index n, float& mn, float& mx) noexcept {
     float32x4_t lo = vdupq_n_f32(x[0]), hi = lo;
     Index i = 0;
@@ -168,10 +254,20 @@ struct V : neon_common::NeonBase {
     I r;
     for (int q = 0; q < 4; ++q) r.v[q] = vpaddq_s32(a.lo[q], a.hi[q]);
     return r;
+  }  using Sub = Acc;
+  static Sub sub_zero() { return zero(); }
+  static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
+  static Sub sub_first(const C& c, A a) {
+    Sub s = zero();
+    dot8(s, c, a);
+    return s;
   }
+  static void fold(I& acc, const Sub& s, const Sc& sc) { fold_i(acc, finish(s), nullptr, sc); }
+  static void fold_z(I& acc, const Sub& s, Z z, const Sc& sc) { fold_i(acc, finish(s), &z, sc); }
 };
 
 #include <lowbit/gemm/kernel_body.hpp>
+#include <lowbit/gemm/block_kernel_body.hpp>
 
 }  // namespace lowbit::kernels::neon
 
@@ -189,10 +285,20 @@ struct V : neon_common::NeonBase {
     for (int q = 0; q < 4; ++q) acc.v[q] = vdotq_s32(acc.v[q], w.v[q], a);
   }
   static void dot4(Acc& acc, const W& w, A a) { dot8(acc, w, a); }
-  static I finish(const Acc& a) { return a; }
+  static I finish(const Acc& a) { return a; }  using Sub = Acc;
+  static Sub sub_zero() { return zero(); }
+  static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
+  static Sub sub_first(const C& c, A a) {
+    Sub s = zero();
+    dot8(s, c, a);
+    return s;
+  }
+  static void fold(I& acc, const Sub& s, const Sc& sc) { fold_i(acc, finish(s), nullptr, sc); }
+  static void fold_z(I& acc, const Sub& s, Z z, const Sc& sc) { fold_i(acc, finish(s), &z, sc); }
 };
 
 #include <lowbit/gemm/kernel_body.hpp>
+#include <lowbit/gemm/block_kernel_body.hpp>
 
 }  // namespace lowbit::kernels::neon_dotprod
 

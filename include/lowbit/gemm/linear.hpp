@@ -4,6 +4,8 @@
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
+#include <lowbit/gemm/block_dispatch.hpp>
+#include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
 #include <lowbit/gemm/dispatch.hpp>
 #include <lowbit/gemm/epilogue.hpp>
@@ -12,8 +14,10 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -31,8 +35,8 @@ struct LinearOptions {
 
 namespace detail {
 
-/// Output blocks of 16 channels per thread: 1 thread for small problems, where a parallel region
-/// costs more than it saves (so 2 threads are never slower than 1).
+/// Threads for a call: 1 for small problems, where a parallel region costs more than it saves
+/// (so 2 threads are never slower than 1), and never more than half the output blocks.
 inline int linear_threads(Index M, Index N, Index K) {
 #ifdef _OPENMP
   const double ops = 2.0 * double(M) * double(N) * double(K);
@@ -44,6 +48,36 @@ inline int linear_threads(Index M, Index N, Index K) {
   (void)M, (void)N, (void)K;
   return 1;
 #endif
+}
+
+/// How a call is split: `threads` threads take parts of `chunk_blocks` output blocks (16
+/// channels each) from a shared counter. About 8 parts per thread, so that a thread slowed by a
+/// busy core hands its share to the others, but at least 4 blocks (one 64-channel panel) and
+/// about 1 MFLOP a part, so that taking a part costs nothing next to running it.
+struct Split {
+  int threads = 1;
+  Index chunk_blocks = 1;
+};
+
+inline Split linear_split(Index M, Index N, Index K) {
+  Split s;
+  const Index blocks = (N + PackedWeights::block_rows - 1) / PackedWeights::block_rows;
+  s.threads = linear_threads(M, N, K);
+  if (s.threads == 1) {
+    s.chunk_blocks = std::max<Index>(1, blocks);
+    return s;
+  }
+  const double block_ops = 2.0 * double(M) * double(K) * double(PackedWeights::block_rows);
+  const Index min_blocks = std::max<Index>(4, Index(std::ceil(1.0e6 / block_ops)));
+  Index c = (blocks + 8 * s.threads - 1) / (8 * s.threads);
+  c = std::max(c, min_blocks);
+  s.chunk_blocks = (c + 3) / 4 * 4;
+  return s;
+}
+
+inline std::vector<float>& xsum_workspace() {
+  thread_local std::vector<float> xs;
+  return xs;
 }
 
 inline QuantizedActivations& activation_workspace() {
@@ -80,36 +114,56 @@ inline void linear(const float* x, Index M, Index K, Index ldx, const PackedWeig
       for (Index k = 0; k < K; ++k)
         detail::require(std::isfinite(x[m * ldx + k]), "x({}, {}): expected a finite value, got {}", m, k,
                         x[m * ldx + k]);
-  const detail::KernelSet ks = detail::kernel_set(cpu::active_isa());
+  const cpu::Isa isa = cpu::active_isa();
+  const detail::KernelSet ks = detail::kernel_set(isa);
+  const bool blockw = w.is_block();
+  const detail::BlockKernelSet bks = blockw ? detail::block_kernel_set(isa, w.block()) : detail::BlockKernelSet{};
 
   detail::QuantizedActivations* a = nullptr;
+  const float* xs = nullptr;
   if (mode != ActivationQuant::float32) {
     a = &detail::activation_workspace();
     ks.quantize(x, M, K, ldx, w, mode, *a);
+    if (blockw) detail::block_activation_sums(*a, w);
+  } else if (blockw && w.block().offset()) {
+    std::vector<float>& ws = detail::xsum_workspace();
+    detail::block_xsums(x, M, ldx, w, ws);
+    xs = ws.data();
   }
-  const int threads = detail::linear_threads(M, N, K);
+  const detail::Split split = detail::linear_split(M, N, K);
   const Index blocks = w.blocks();
-  auto run = [&](int t) {
-    const Index b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads;
+  auto run = [&](Index c) {
+    const Index b0 = std::min(blocks, c * split.chunk_blocks), b1 = std::min(blocks, b0 + split.chunk_blocks);
     const Index n0 = b0 * PackedWeights::block_rows, n1 = std::min(N, b1 * PackedWeights::block_rows);
     if (n0 >= n1) return;
-    if (a)
+    if (blockw) {
+      if (a)
+        bks.linear_int(*a, w, y, ldy, n0, n1);
+      else
+        bks.linear_f32(x, M, ldx, xs, w, y, ldy, n0, n1);
+    } else if (a) {
       ks.linear_int(*a, w, y, ldy, n0, n1);
-    else
+    } else {
       ks.linear_f32(x, M, ldx, w, y, ldy, n0, n1);
+    }
     for (Index m = 0; m < M; ++m) detail::apply_epilogue(y + m * ldy + n0, n0, n1 - n0, opt.epilogue);
   };
+  const Index chunks = (blocks + split.chunk_blocks - 1) / split.chunk_blocks;
 #ifdef _OPENMP
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
+  if (split.threads > 1) {
+    // Parts are taken in order from a shared counter, so a thread that the OS slows down (a busy
+    // core) takes fewer; every part runs exactly once, with the same code, whoever runs it.
+    std::atomic<Index> next{0};
+#pragma omp parallel num_threads(split.threads)
     {
-      // The runtime may grant fewer threads than asked: every part still runs exactly once.
-      for (int t = omp_get_thread_num(); t < threads; t += omp_get_num_threads()) run(t);
+      for (Index c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+           c = next.fetch_add(1, std::memory_order_relaxed))
+        run(c);
     }
     return;
   }
 #endif
-  run(0);
+  for (Index c = 0; c < chunks; ++c) run(c);
 }
 
 /// y = x * W^T (+ epilogue) into a caller's matrix y of shape [x.rows(), w.rows()].

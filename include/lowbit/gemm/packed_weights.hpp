@@ -2,15 +2,21 @@
 #pragma once
 
 #include <lowbit/core/error.hpp>
+#include <lowbit/core/half.hpp>
 #include <lowbit/core/quantized_matrix.hpp>
 #include <lowbit/core/types.hpp>
-#include <lowbit/gemm/fp16.hpp>
+#include <lowbit/gemm/block_layout.hpp>
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace lowbit {
+
+class PackedWeights;
+struct BlockWeights;
+inline PackedWeights pack_weights(const BlockWeights& w);
 
 /// Weights W[N, K] packed once for the kernels (like FBGEMM's PackBMatrix), from any
 /// QuantizedMatrix<2..8>.
@@ -33,6 +39,11 @@ namespace lowbit {
 /// wsum = sum over the group's real k of (u - zw), which the asymmetric-activation correction
 /// needs. Per-tensor and per-channel schemes have one group spanning K. Per-group schemes need a
 /// group size that is a multiple of the chunk width (4 or 8: e.g. 32, 64, 128).
+///
+/// Weights packed from a BlockWeights (GGUF-style formats) use block() instead, a layout of their
+/// own (see BlockLayout); for them groups() are the super-blocks (so int8_per_group activations
+/// get one scale per super-block) and code(), bytes(), weight_bytes() work, while the accessors
+/// of the 8-bit/4-bit layouts (chunk, scale, zero_point, wsum, ...) do not apply.
 class PackedWeights {
  public:
   static constexpr Index block_rows = 16;  ///< output channels per block
@@ -61,21 +72,27 @@ class PackedWeights {
 
   /// Stored bytes: codes, scales, zero points and the correction sums.
   size_t bytes() const {
-    return codes_.size() + 2 * scale16_.size() + 4 * scale32_.size() + zero_.size() + 4 * wsum_.size();
+    return codes_.size() + 2 * scale16_.size() + 4 * scale32_.size() + zero_.size() + 4 * wsum_.size() +
+           block_.bytes();
   }
   /// Bytes a call with symmetric activations streams: codes, scales and zero points.
-  size_t weight_bytes() const { return bytes() - 4 * wsum_.size(); }
+  size_t weight_bytes() const { return bytes() - 4 * wsum_.size() - (block_.bytes() - block_.weight_bytes()); }
+
+  /// True for weights packed from BlockWeights; their layout is block().
+  bool is_block() const { return !block_.empty(); }
+  const BlockLayout& block() const { return block_; }
 
   // Element access for the reference kernels and tests (slow; not for inner loops).
   /// Unsigned code u of W(n, k); 0 in the padding.
   int code(Index n, Index k) const {
+    if (is_block()) return block_.code(n, k);
     const Index ck = chunk_k(), c = k / ck, j = k % ck;
     const uint8_t b = chunk(n / block_rows, c)[(n % block_rows) * 4 + (j % 4)];
     return nibbles_ ? (j < 4 ? b & 0xF : b >> 4) : b;
   }
   float scale(Index n, Index g) const {
     const size_t i = param_index(n, g);
-    return scale16_.empty() ? scale32_[i] : detail::half_to_float(scale16_[i]);
+    return scale16_.empty() ? scale32_[i] : half_to_float(scale16_[i]);
   }
   int zero_point(Index n, Index g) const { return zero_.empty() ? zero_const_ : zero_[param_index(n, g)]; }
   int32_t wsum(Index n, Index g) const { return wsum_[param_index(n, g)]; }
@@ -100,6 +117,24 @@ class PackedWeights {
  private:
   template <int Bits>
   friend PackedWeights pack_weights(const QuantizedMatrix<Bits>& w);
+  friend PackedWeights pack_weights(const BlockWeights& w);
+
+  // Block-form weights: the generic fields describe them as per-group weights whose groups are
+  // the super-blocks (activation quantization relies on groups(), group_begin/end, padded_cols).
+  void set_block(BlockLayout&& layout) {
+    rows_ = layout.rows();
+    cols_ = layout.cols();
+    k_pad_ = layout.cols();
+    blocks_ = layout.blocks();
+    group_size_ = layout.super_block();
+    groups_ = layout.supers();
+    bits_ = layout.bits();
+    per_group_ = true;
+    symmetric_ = !layout.offset();
+    nibbles_ = false;
+    zero_const_ = layout.zero();
+    block_ = std::move(layout);
+  }
 
   size_t param_index(Index n, Index g) const {
     return (size_t(n / block_rows) * size_t(groups_) + size_t(g)) * block_rows + size_t(n % block_rows);
@@ -113,6 +148,7 @@ class PackedWeights {
   std::vector<float> scale32_;
   std::vector<uint8_t> zero_;
   std::vector<int32_t> wsum_;
+  BlockLayout block_;
 };
 
 /// Packs quantized weights W[N, K] for linear(). Throws lowbit::Error for an empty matrix,
@@ -173,7 +209,9 @@ PackedWeights pack_weights(const QuantizedMatrix<Bits>& w) {
     }
   bool half = p.per_group_;
   std::vector<uint16_t> s16(half ? nparams : 0);
-  for (size_t i = 0; half && i < nparams; ++i) half = detail::float_to_half(scales[i], s16[i]);
+  // Scales are stored as fp16 only when every one rounds to a normal half: subnormals would lose
+  // precision, so the group's scales stay float otherwise.
+  for (size_t i = 0; half && i < nparams; ++i) half = is_normal_half(s16[i] = float_to_half(scales[i]));
   if (half)
     p.scale16_ = std::move(s16);
   else

@@ -535,3 +535,56 @@ TEST_CASE("lowbit-quantize: stories260K in Q4_0: llama.cpp's types, rtn bytes ar
                         "test_quantize_tool_stories_bpw.gguf"})
     std::remove(p);
 }
+
+TEST_CASE("lowbit-quantize: --rotate chooses on the held-out tail of the calibration half and "
+          "records the choice; the chosen file scores what the choice measured") {
+  Fixture fx;
+  const std::string out = "test_quantize_tool_rotate.gguf";
+  lbq::Options o = fx.options(out);
+  o.type = "Q4_0";
+  o.rotate = true;
+  o.val_predictions = 1000;
+  const lbq::RunReport r = lbq::Quantizer(o).run();
+  REQUIRE(r.candidates.size() == 2);
+  CHECK(r.candidates[0].transform == "none");
+  CHECK(r.candidates[1].transform.rfind("fold+hadamard", 0) == 0);  // dim 64
+  size_t chosen = 0, n_chosen = 0;
+  for (size_t k = 0; k < 2; ++k)
+    if (r.candidates[k].chosen) {
+      chosen = k;
+      ++n_chosen;
+    }
+  REQUIRE(n_chosen == 1);
+  CHECK(r.candidates[chosen].val_ppl <= r.candidates[1 - chosen].val_ppl);
+  CHECK(r.rotation == r.candidates[chosen].transform);
+  CHECK_FALSE(exists(out + ".candidate-0"));
+  CHECK_FALSE(exists(out + ".candidate-1"));
+  const auto f = lowbit::io::GgufFile::open(out);
+  CHECK(f.get_string("lowbit.quantize.rotation", "") == r.rotation);
+  CHECK(f.at("lowbit.quantize.rotation_candidates").as_array().size() == 2);
+  // The validation tail: the last chunks of the calibration half (never the evaluation half),
+  // disjoint from the chunks calibration used. The written file, run by the engine on it, gives
+  // the perplexity the choice was made on.
+  const auto tok = llama::Tokenizer::from_gguf(f);
+  const auto text = lbq::detail::read_calibration(fx.calib, tok, o.context, 1L << 40, 1024, 1000, "");
+  CHECK(text.validation_predictions == r.candidates[chosen].val_predictions);
+  CHECK(text.validation_predictions >= 1000);
+  llama::Model m(llama::load_weights(f, o.context));
+  double nll = 0;
+  long n = 0;
+  for (const auto& s : text.validation) {
+    m.reset();
+    const MatrixXfR logits = m.forward(s);
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      const auto row = logits.row(Index(i));
+      const double mx = row.maxCoeff();
+      double sum = 0;
+      for (Index j = 0; j < row.size(); ++j) sum += std::exp(double(row(j)) - mx);
+      nll += mx + std::log(sum) - double(row(s[i + 1]));
+      ++n;
+    }
+  }
+  CHECK(n == text.validation_predictions);
+  CHECK(std::exp(nll / double(n)) == Approx(r.candidates[chosen].val_ppl).epsilon(1e-4));
+  std::remove(out.c_str());
+}

@@ -38,31 +38,45 @@ inline Type fitting_type(Type type, uint64_t row_length) {
   return fits(fallback) ? fallback : Type::F16;
 }
 
-/// The type llama.cpp's quantizer gives the output head (and the one table of a model without
-/// output.weight) for the target `target` (default options, no --output-tensor-type): Q8_0 when
-/// its rows do not fit the target's block, else Q6_K unless the target is Q8_0; then
-/// fitting_type (Q6_K on 64-wide rows becomes Q8_0).
-inline Type head_type(Type target, uint64_t row_length) {
-  Type t = target;
-  if (row_length % lowbit::formats::info(target).block_size != 0)
-    t = Type::Q8_0;
-  else if (target != Type::Q8_0)
-    t = Type::Q6_K;
-  return fitting_type(t, row_length);
+/// The type llama.cpp's quantizer wants for the output head (and the one table of a model
+/// without output.weight) at the target `target` (default options, no --output-tensor-type),
+/// before any fallback: Q8_0 when its rows do not fit the target's block or the target is Q8_0,
+/// else Q6_K. Non-block targets (F32/F16/BF16) keep their type.
+inline Type head_wanted_type(Type target, uint64_t row_length) {
+  if (!lowbit::formats::info(target).quantized) return target;
+  if (row_length % lowbit::formats::info(target).block_size != 0 || target == Type::Q8_0)
+    return Type::Q8_0;
+  return Type::Q6_K;
 }
 
-/// The type of tensor `name` (a GGUF tensor name, e.g. "blk.0.attn_q.weight") with `n_dims`
-/// dimensions and rows of `row_length` in an export to `target`, as llama.cpp's quantizer
-/// chooses it for `--type target` with every block Linear in the target (no K-quant mix rules):
-/// 1-D tensors and norms F32; output.weight, and token_embd.weight when the model has no
-/// output.weight (`has_output` false: one table for lookup and head), head_type(); every other
-/// 2-D weight (block Linears, an untied token_embd) fitting_type(target).
-inline Type export_type(const std::string& name, int n_dims, uint64_t row_length, Type target,
-                        bool has_output) {
+/// The type llama.cpp's quantizer gives the output head: head_wanted_type, then fitting_type
+/// (Q6_K on 64-wide rows becomes Q8_0).
+inline Type head_type(Type target, uint64_t row_length) {
+  return fitting_type(head_wanted_type(target, row_length), row_length);
+}
+
+/// The type tensor `name` (a GGUF tensor name, e.g. "blk.0.attn_q.weight") with `n_dims`
+/// dimensions and rows of `row_length` is wanted in for an export to `target`, before the
+/// fallback for rows its block does not fit, as llama.cpp's quantizer chooses it for
+/// `--type target` with every block Linear in the target (no K-quant mix rules): 1-D tensors
+/// and norms F32; output.weight, and token_embd.weight when the model has no output.weight
+/// (`has_output` false: one table for lookup and head), head_wanted_type(); every other 2-D
+/// weight (block Linears, an untied token_embd) the target.
+inline Type export_wanted_type(const std::string& name, int n_dims, uint64_t row_length,
+                               Type target, bool has_output) {
   if (n_dims < 2 || name.find("_norm.weight") != std::string::npos) return Type::F32;
   if (name == "output.weight" || (!has_output && name == "token_embd.weight"))
-    return head_type(target, row_length);
-  return fitting_type(target, row_length);
+    return head_wanted_type(target, row_length);
+  return target;
+}
+
+/// The type of tensor `name` in an export to `target`: export_wanted_type, then fitting_type.
+/// The one place lowbit's exporters (llama_requant, llama_qat, lowbit-quantize) take llama.cpp's
+/// per-tensor choice from.
+inline Type export_type(const std::string& name, int n_dims, uint64_t row_length, Type target,
+                        bool has_output) {
+  const Type t = export_wanted_type(name, n_dims, row_length, target, has_output);
+  return lowbit::formats::info(t).quantized ? fitting_type(t, row_length) : t;
 }
 
 /// One tensor of an export: its GGUF name, dims (ne[0] the row length), type and stored bytes

@@ -95,6 +95,19 @@ struct RotatedModel {
   RotationRecord record;
 };
 
+/// One block with its RMSNorm gains multiplied into the Linears that read their output (q/k/v
+/// after attn_norm, gate/up after ffn_norm) and the gains set to 1 (fold_norms, block by block).
+inline void fold_layer_norms(LayerWeights& L) {
+  using lowbit::ptq::scale_columns;
+  L.wq = scale_columns(L.wq, L.attn_norm);
+  L.wk = scale_columns(L.wk, L.attn_norm);
+  L.wv = scale_columns(L.wv, L.attn_norm);
+  L.w_gate = scale_columns(L.w_gate, L.ffn_norm);
+  L.w_up = scale_columns(L.w_up, L.ffn_norm);
+  L.attn_norm.setOnes();
+  L.ffn_norm.setOnes();
+}
+
 /// The weights with every RMSNorm gain multiplied into the Linears that read its output (q/k/v
 /// after attn_norm, gate/up after ffn_norm, the head after output_norm) and the gains set to 1:
 /// the same function up to fp32 rounding (one rounding per weight). A tied head becomes its own
@@ -102,15 +115,7 @@ struct RotatedModel {
 inline Weights fold_norms(const Weights& w) {
   using lowbit::ptq::scale_columns;
   Weights out = w;
-  for (auto& L : out.layers) {
-    L.wq = scale_columns(L.wq, L.attn_norm);
-    L.wk = scale_columns(L.wk, L.attn_norm);
-    L.wv = scale_columns(L.wv, L.attn_norm);
-    L.w_gate = scale_columns(L.w_gate, L.ffn_norm);
-    L.w_up = scale_columns(L.w_up, L.ffn_norm);
-    L.attn_norm.setOnes();
-    L.ffn_norm.setOnes();
-  }
+  for (auto& L : out.layers) fold_layer_norms(L);
   out.output = scale_columns(out.output, out.output_norm);
   out.output_norm.setOnes();
   out.tied_output = w.tied_output && out.output == out.token_embd;
@@ -167,6 +172,39 @@ inline void check_shapes(const Weights& w) {
 
 }  // namespace detail
 
+/// The residual-stream rotation of `opt` for a model of config `c` (size dim, from opt.seed).
+inline lowbit::ptq::Rotation residual_rotation(const Config& c, const RotateOptions& opt) {
+  return detail::make_rotation(opt.kind, c.dim, opt.seed);
+}
+
+/// Rotates block `l` (norms already folded when `q` is given): with the residual rotation `q`,
+/// q/k/v and gate/up become W·Q, attn_output and ffn_down Qᵀ·W; with opt.heads, KV head j gets
+/// P_j (seed derive_seed(opt.seed, 1 + l·n_kv_heads + j)): attn_v's rows of the head P_jᵀ·W and
+/// attn_output's columns of every query head reading it W·P_j. `record.heads` is set. This is
+/// rotate_model's step for one block, for callers that hold one block at a time.
+inline void rotate_layer(const Config& c, LayerWeights& L, int l, const RotateOptions& opt,
+                         const lowbit::ptq::Rotation* q, RotationRecord& record) {
+  using lowbit::ptq::rotate_input;
+  using lowbit::ptq::rotate_output;
+  if (q != nullptr) {
+    for (auto* m : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) *m = rotate_input(*m, *q);
+    L.wo = rotate_output(L.wo, *q);
+    L.w_down = rotate_output(L.w_down, *q);
+  }
+  if (opt.heads) {
+    const int group = c.n_heads / c.n_kv_heads;
+    std::vector<lowbit::ptq::Rotation> kv_heads, q_heads;
+    for (int j = 0; j < c.n_kv_heads; ++j)
+      kv_heads.push_back(detail::make_rotation(
+          opt.head_kind, c.head_dim,
+          lowbit::ptq::derive_seed(opt.seed, 1 + uint64_t(l) * uint64_t(c.n_kv_heads) + uint64_t(j))));
+    for (int h = 0; h < c.n_heads; ++h) q_heads.push_back(kv_heads[size_t(h / group)]);
+    record.heads = std::string(lowbit::ptq::to_string(kv_heads.front().kind()));
+    L.wv = rotate_output(L.wv, kv_heads);  // values v·P_j
+    L.wo = rotate_input(L.wo, q_heads);    // attention output of head h is read through P_{h/group}
+  }
+}
+
 /// Folds the norms and applies the rotations of `opt` (see RotateOptions): the result computes
 /// the same logits up to fp32 rounding, keeps the llama tensor names and shapes (a tied head
 /// becomes output.weight when it changes) and says what was done. Every matrix product is done
@@ -174,7 +212,6 @@ inline void check_shapes(const Weights& w) {
 /// values, `residual` without `fold_norms`, or a forced Hadamard kind the width lacks.
 inline RotatedModel rotate_model(const Weights& w, const RotateOptions& opt) {
   using lowbit::ptq::rotate_input;
-  using lowbit::ptq::rotate_output;
   detail::check_shapes(w);
   lowbit::detail::require(!opt.residual || opt.fold_norms,
                           "options.residual: rotating the residual stream needs fold_norms (RMSNorm "
@@ -184,31 +221,15 @@ inline RotatedModel rotate_model(const Weights& w, const RotateOptions& opt) {
   r.record.norms_folded = opt.fold_norms;
   r.record.seed = opt.seed;
   const Config& c = w.config;
+  std::optional<lowbit::ptq::Rotation> q;
   if (opt.residual) {
-    const lowbit::ptq::Rotation q = detail::make_rotation(opt.kind, c.dim, opt.seed);
-    r.record.residual = std::string(lowbit::ptq::to_string(q.kind()));
-    out.token_embd = rotate_input(out.token_embd, q);
-    out.output = rotate_input(out.output, q);
-    for (auto& L : out.layers) {
-      for (auto* m : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) *m = rotate_input(*m, q);
-      L.wo = rotate_output(L.wo, q);
-      L.w_down = rotate_output(L.w_down, q);
-    }
+    q = residual_rotation(c, opt);
+    r.record.residual = std::string(lowbit::ptq::to_string(q->kind()));
+    out.token_embd = rotate_input(out.token_embd, *q);
+    out.output = rotate_input(out.output, *q);
   }
-  if (opt.heads) {
-    const int group = c.n_heads / c.n_kv_heads;
-    for (int l = 0; l < c.n_layers; ++l) {
-      std::vector<lowbit::ptq::Rotation> kv_heads, q_heads;
-      for (int j = 0; j < c.n_kv_heads; ++j)
-        kv_heads.push_back(detail::make_rotation(
-            opt.head_kind, c.head_dim, lowbit::ptq::derive_seed(opt.seed, 1 + uint64_t(l) * uint64_t(c.n_kv_heads) + uint64_t(j))));
-      for (int h = 0; h < c.n_heads; ++h) q_heads.push_back(kv_heads[size_t(h / group)]);
-      r.record.heads = std::string(lowbit::ptq::to_string(kv_heads.front().kind()));
-      auto& L = out.layers[size_t(l)];
-      L.wv = rotate_output(L.wv, kv_heads);  // values v·P_j
-      L.wo = rotate_input(L.wo, q_heads);    // attention output of head h is read through P_{h/group}
-    }
-  }
+  for (int l = 0; l < c.n_layers; ++l)
+    rotate_layer(c, out.layers[size_t(l)], l, opt, q ? &*q : nullptr, r.record);
   out.tied_output = w.tied_output && out.output == out.token_embd;
   r.record.head_untied = w.tied_output && !out.tied_output;
   return r;

@@ -6,6 +6,7 @@
 #include "../llama/engine.hpp"
 #include "../llama/perplexity.hpp"
 #include "../llama/tokenizer.hpp"
+#include "../llama_train/fisher.hpp"
 #include "../llama_train/qat.hpp"
 
 #include <lowbit/core/quantize.hpp>
@@ -271,34 +272,8 @@ inline std::vector<lowbit::mixed::Layer> mixed_layers(
   return layers;
 }
 
-/// Diagonal empirical Fisher of every Linear's output: per output channel, the mean over tokens
-/// of the squared gradient of the next-token loss with respect to that output, from the training
-/// backward on `sequences` (up to `max_tokens`). It converts a layer's output error into loss.
-inline std::map<std::string, Eigen::VectorXd> output_fisher(
-    const llama::Weights& w, const std::vector<std::vector<int>>& sequences, long max_tokens) {
-  using namespace llama::train;
-  const Params<float> p = from_weights<float>(w);
-  Params<float> g = zeros_like(p);
-  std::map<std::string, Eigen::VectorXd> f;
-  long tokens = 0;
-  for (const auto& s : sequences) {
-    if (tokens >= max_tokens) break;
-    if (s.size() < 2) continue;
-    accumulate_gradient(p, s, nullptr, LossOptions{1.0, 0.0}, 1.0f, g,
-                        [&](const std::string& name, const Mat<float>& dy) {
-                          const Eigen::VectorXd sq =
-                              dy.cast<double>().colwise().squaredNorm().transpose();
-                          auto it = f.find(name);
-                          if (it == f.end())
-                            f.emplace(name, sq);
-                          else
-                            it->second += sq;
-                        });
-    tokens += long(s.size());
-  }
-  for (auto& [name, v] : f) v /= double(std::max(tokens, 1L));
-  return f;
-}
+/// Diagonal empirical Fisher of every Linear's output (llama_train/fisher.hpp).
+using llama::train::output_fisher;
 
 /// The mixed allocator's distortion of a candidate: the layer-output error of the candidate's
 /// PTQ method, sum over output channels r of fisher_r * (W - Ŵ)_r XᵀX (W - Ŵ)_rᵀ — the

@@ -403,7 +403,8 @@ Mat<T> forward(const Params<T>& p, const std::vector<int>& tokens, Cache<T>* cac
 }
 
 /// Called during backward with each Linear's name ("blk.N.attn_q", ..., "output") and the
-/// gradient of the loss with respect to its output [tokens, out] (e.g. for Fisher sensitivities).
+/// gradient of the loss with respect to its output [tokens, out] (e.g. for Fisher sensitivities);
+/// last with "token_embd" and the gradient with respect to the embedded tokens [tokens, dim].
 template <class T>
 using OutputGradHook = std::function<void(const std::string& name, const Mat<T>& dy)>;
 
@@ -449,6 +450,7 @@ void backward(const Params<T>& p, const Cache<T>& C, const Mat<T>& dlogits, Para
     dh1 += detail::linear_backward(dv, K.h1, L.wv, G.wv);
     dx = dx2 + detail::rmsnorm_backward(dh1, K.x, L.attn_norm, K.r1, G.attn_norm);
   }
+  if (hook) hook("token_embd", dx);
   for (size_t i = 0; i < C.tokens.size(); ++i)
     g.token_embd.row(C.tokens[i]) += dx.row(Index(i));
 }

@@ -44,6 +44,12 @@
 #include <lowbit/ptq/awq.hpp>
 #include <lowbit/ptq/calibration.hpp>
 #include <lowbit/ptq/fold.hpp>
+#include <lowbit/ptq/format_awq.hpp>
+#include <lowbit/ptq/format_gamma.hpp>
+#include <lowbit/ptq/format_gptq.hpp>
+#include <lowbit/ptq/format_params.hpp>
+#include <lowbit/ptq/format_result.hpp>
+#include <lowbit/ptq/format_rtn.hpp>
 #include <lowbit/ptq/gamma_search.hpp>
 #include <lowbit/ptq/gptq.hpp>
 #include <lowbit/ptq/hadamard.hpp>

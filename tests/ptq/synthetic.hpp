@@ -2,6 +2,7 @@
 #pragma once
 
 #include <lowbit/core/types.hpp>
+#include <lowbit/ptq/calibration.hpp>
 
 #include <cmath>
 #include <random>
@@ -44,5 +45,25 @@ struct ActivationModel {
     return x.array().rowwise() * channel.array();
   }
 };
+
+/// The synthetic LLM-like layer the PTQ tests share: a heavy-tailed 256 x 512 weight, 2048
+/// calibration and 2048 held-out tokens from the activation model (noise 0.5, 4 outlier channels)
+/// and their calibration statistics.
+constexpr Index kOut = 256, kIn = 512;
+
+struct SyntheticLayer {
+  MatrixXfR W = heavy_tailed_weight(kOut, kIn, 101);
+  ActivationModel model{kIn, 32, 4, 102};
+  MatrixXfR X_cal = model.sample(2048, 103);
+  MatrixXfR X_held = model.sample(2048, 104);
+  ptq::Calibration cal = ptq::detail::calibrate(X_cal, kIn);
+  ptq::Calibration held = ptq::detail::calibrate(X_held, kIn);
+};
+
+/// The layer, built once per program.
+inline const SyntheticLayer& layer() {
+  static const SyntheticLayer l;
+  return l;
+}
 
 }  // namespace lowbit::test

@@ -16,21 +16,10 @@ using namespace lowbit;
 
 namespace {
 
-constexpr Index kOut = 256, kIn = 512;
-
-struct Layer {
-  MatrixXfR W = test::heavy_tailed_weight(kOut, kIn, 101);
-  test::ActivationModel model{kIn, 32, 4, 102};  // noise 0.5
-  MatrixXfR X_cal = model.sample(2048, 103);
-  MatrixXfR X_held = model.sample(2048, 104);
-  ptq::Calibration cal = ptq::detail::calibrate(X_cal, kIn);
-  ptq::Calibration held = ptq::detail::calibrate(X_held, kIn);
-};
-
-const Layer& layer() {
-  static const Layer l;
-  return l;
-}
+using test::kIn;
+using test::kOut;
+using test::layer;
+using test::SyntheticLayer;
 
 struct Ratios {
   double cal, held;
@@ -39,7 +28,7 @@ struct Ratios {
 // Output error of W_hat over RTN's, on the calibration and the held-out tokens (from their Gram
 // matrices: ‖X·Δᵀ‖² = Σ_r Δ_r·XᵀX·Δ_rᵀ, checked against the tokens in test_gamma_search).
 Ratios ratios(const MatrixXfR& W_hat, const MatrixXfR& rtn_hat, const ptq::Calibration& cal) {
-  const Layer& l = layer();
+  const SyntheticLayer& l = layer();
   return {ptq::output_error(l.W, W_hat, cal) / ptq::output_error(l.W, rtn_hat, cal),
           ptq::output_error(l.W, W_hat, l.held) / ptq::output_error(l.W, rtn_hat, l.held)};
 }
@@ -47,7 +36,7 @@ Ratios ratios(const MatrixXfR& W_hat, const MatrixXfR& rtn_hat, const ptq::Calib
 }  // namespace
 
 TEST_CASE("GPTQ, AWQ and γ-search beat RTN on calibration and held-out tokens (INT4/INT3 g128)") {
-  const Layer& l = layer();
+  const SyntheticLayer& l = layer();
   const ptq::Calibration& calib = l.cal;
   for (int bits : {4, 3}) {
     const Scheme s = Scheme::per_group(bits, 128, false);
@@ -88,7 +77,7 @@ TEST_CASE("GPTQ overfits few calibration tokens; it needs several times in_featu
   // Weakly correlated activations (noise as large as the low-rank part) make overfitting visible.
   // (With far fewer tokens than in_features the dampening dominates H and GPTQ drifts back
   // towards RTN; the worst case is around in_features tokens.)
-  const Layer& l = layer();
+  const SyntheticLayer& l = layer();
   test::ActivationModel model{kIn, 32, 4, 102};
   model.noise = 1.0f;
   const MatrixXfR X = model.sample(4096, 105);
@@ -116,7 +105,7 @@ TEST_CASE("GPTQ overfits few calibration tokens; it needs several times in_featu
 }
 
 TEST_CASE("SmoothQuant reduces W8A8 output error on activations with outlier channels") {
-  const Layer& l = layer();
+  const SyntheticLayer& l = layer();
   // W8A8: weights INT8 per channel, activations INT8 per tensor (static range of the tokens).
   const auto w8a8 = [&](const MatrixXfR& W, const MatrixXfR& X) {
     const auto pw = choose_params(W, Scheme::per_channel(8));

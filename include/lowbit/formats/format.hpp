@@ -48,6 +48,11 @@ struct Format {
   BlockParams (*fit)(const SubBlockParams* wanted) noexcept;
   void (*fit_sub_block)(BlockParams& p, int j, const SubBlockParams& wanted) noexcept;
   void (*quantize)(const float* x, const float* importance, uint8_t* block) noexcept;
+  /// The parameters the reference rounding wants for `n` values (one sub-block) with their range
+  /// clipped by `gamma` (1 = none): min-max with offsets, the signed abs-max rule without (see
+  /// rounding.hpp, detail::wanted_params). fit() of these, gamma = 1, is the plain rounding's grid
+  /// choice; weight algorithms search gamma and fit the result.
+  SubBlockParams (*wanted_params)(const float* x, int n, float gamma) noexcept;
 
   int sub_blocks() const noexcept { return block_size / sub_block; }
 };
@@ -61,7 +66,7 @@ constexpr Format make_format(std::string_view name) noexcept {
                 F::qmin,      F::qmax,       F::has_offset, F::scale_lo,  F::scale_hi,
                 F::min_hi,    set.levels,    set.n_levels,  &F::decode,   &F::unpack,
                 &F::pack,     &F::sub_block_params,         &F::fit,      &F::fit_sub_block,
-                &F::quantize};
+                &F::quantize, &wanted_params<F>};
 }
 
 inline constexpr Format kFormats[] = {

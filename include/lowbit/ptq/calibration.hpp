@@ -9,6 +9,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace lowbit::ptq {
 
@@ -31,18 +36,36 @@ class Calibration {
     lowbit::detail::require(x.cols() == features_, "x: expected {} columns (features), got {}x{}",
                     features_, x.rows(), x.cols());
     lowbit::detail::require_finite(x, "x");
-    // Float products per chunk keep the cost of a float GEMM; the running sum is in double so
-    // millions of tokens do not lose precision.
+    // Float products per chunk of 1024 tokens keep the cost of a float GEMM; the running sum is
+    // in double so millions of tokens do not lose precision. With OpenMP, the chunks' products
+    // are computed in parallel and summed in chunk order: the same result for any thread count.
     constexpr Index chunk = 1024;
-    Eigen::MatrixXf g(features_, features_);
-    for (Index r0 = 0; r0 < x.rows(); r0 += chunk) {
-      const auto rows = x.middleRows(r0, std::min(chunk, x.rows() - r0));
-      g.setZero();
-      g.selfadjointView<Eigen::Lower>().rankUpdate(rows.transpose());
-      g.triangularView<Eigen::StrictlyUpper>() = g.transpose();
-      gram_ += g.cast<double>();
-      sum_abs_ += rows.cwiseAbs().colwise().sum().transpose().cast<double>();
-      max_abs_ = max_abs_.cwiseMax(rows.cwiseAbs().colwise().maxCoeff().transpose().cast<double>());
+    const Index n_chunks = (x.rows() + chunk - 1) / chunk;
+    Index threads = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) threads = std::max<Index>(1, std::min<Index>(omp_get_max_threads(), n_chunks));
+#endif
+    std::vector<Eigen::MatrixXf> g(static_cast<size_t>(threads));
+    for (Index c0 = 0; c0 < n_chunks; c0 += threads) {
+      const Index here = std::min(threads, n_chunks - c0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(int(here)) if (here > 1)
+#endif
+      for (Index t = 0; t < here; ++t) {
+        const Index r0 = (c0 + t) * chunk;
+        const auto rows = x.middleRows(r0, std::min(chunk, x.rows() - r0));
+        Eigen::MatrixXf& gt = g[size_t(t)];
+        gt.setZero(features_, features_);
+        gt.selfadjointView<Eigen::Lower>().rankUpdate(rows.transpose());
+        gt.triangularView<Eigen::StrictlyUpper>() = gt.transpose();
+      }
+      for (Index t = 0; t < here; ++t) {
+        const Index r0 = (c0 + t) * chunk;
+        const auto rows = x.middleRows(r0, std::min(chunk, x.rows() - r0));
+        gram_ += g[size_t(t)].cast<double>();
+        sum_abs_ += rows.cwiseAbs().colwise().sum().transpose().cast<double>();
+        max_abs_ = max_abs_.cwiseMax(rows.cwiseAbs().colwise().maxCoeff().transpose().cast<double>());
+      }
     }
     tokens_ += x.rows();
   }

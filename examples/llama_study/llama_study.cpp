@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <optional>
 #include <sstream>
 
 namespace {
@@ -229,11 +228,22 @@ int run(const Options& o) {
   const size_t fp32_bytes = study::model_bytes(w, {});
   std::vector<Row> rows;
   std::map<std::string, study::Plan> plans;  // by method name, for QAT initialisation
+  // Every choice by measurement (the best PTQ method per width, the best allocator per budget,
+  // rotation) is made on the tail of the calibration half, never on the evaluation half; the
+  // chunks before the tail give the calibration statistics (the first --calib-tokens of them).
+  const study::ValidationSplit vs =
+      study::split_validation(halves.calibration, tok, o.context, o.val_predictions);
+  llama::PerplexityOptions vopt = popt;
+  vopt.all = true;  // every chunk of the held-out tail
+  // `choose`: also score the model on the validation tail (Row::val_ppl), for a choice.
   auto evaluate = [&](const std::string& kind, const std::string& method, int bits,
                       const llama::Weights& weights, const study::Plan& plan,
-                      lowbit::ActivationQuant act = lowbit::ActivationQuant::float32) -> Row& {
+                      lowbit::ActivationQuant act = lowbit::ActivationQuant::float32,
+                      bool choose = false) -> Row& {
     progress(fmt::format("evaluating {} ...", method));
     llama::Model m = study::build_model(weights, plan, act);
+    const double val = choose ? study::perplexity(m, vs.validation, tok, vopt).ppl
+                              : std::numeric_limits<double>::quiet_NaN();
     const auto r = study::perplexity(m, halves.evaluation, tok, popt);
     Row row;
     row.kind = kind;
@@ -249,21 +259,17 @@ int run(const Options& o) {
     row.tokens_per_s = r.tokens_per_s;
     row.delta_ppl_pct = rows.empty() ? 0.0 : 100.0 * (r.ppl / rows.front().ppl - 1.0);
     row.activations = act == lowbit::ActivationQuant::int8 ? "int8" : "fp32";
+    row.val_ppl = val;
     rows.push_back(row);
     progress_done();
     return rows.back();
   };
 
   evaluate("fp32", "fp32", 32, w, {});
-  // With --rotate, the tail of the calibration half is held out to choose by measurement, and
-  // calibration statistics come from the chunks before it only.
-  std::optional<study::ValidationSplit> vs;
-  if (!o.rotate.empty())
-    vs = study::split_validation(halves.calibration, tok, o.context, o.val_predictions);
-  const auto& calib_seqs = vs ? vs->fit_sequences : train_seqs;
-  const auto calib = study::capture_calibration(w, calib_seqs, o.calib_tokens);
+  const auto calib = study::capture_calibration(w, vs.fit_sequences, o.calib_tokens);
 
-  // Uniform PTQ: every method at every width; the best per width is QAT's starting point.
+  // Uniform PTQ: every method at every width; the best per width (on the validation tail) is
+  // QAT's starting point.
   std::map<int, std::string> best_ptq;
   for (int b : o.bits) {
     const auto scheme = lowbit::Scheme::per_group(b, o.group);
@@ -272,9 +278,9 @@ int run(const Options& o) {
       const std::string name = fmt::format("w{}_g{}_{}", b, o.group, method);
       progress(fmt::format("PTQ {} ...", name));
       plans[name] = study::uniform_plan(w, calib, scheme, method);
-      const Row& r = evaluate("ptq", name, b, w, plans[name]);
-      if (r.ppl < best) {
-        best = r.ppl;
+      const Row& r = evaluate("ptq", name, b, w, plans[name], lowbit::ActivationQuant::float32, true);
+      if (r.val_ppl < best) {  // chosen on the validation tail
+        best = r.val_ppl;
         best_ptq[b] = name;
       }
     }
@@ -292,16 +298,14 @@ int run(const Options& o) {
   };
   std::vector<RotationSetting> settings;
   std::vector<Candidate> transforms;
-  if (vs) {
-    llama::PerplexityOptions vopt = popt;
-    vopt.all = true;  // every chunk of the held-out tail
+  if (!o.rotate.empty()) {
     transforms.push_back({"", w, {}, calib});
     llama::RotateOptions fold_only;
     fold_only.residual = false;
     const auto make_candidate = [&](const std::string& suffix, const llama::RotateOptions& ro) {
       progress(fmt::format("transforming ({}) and calibrating ...", suffix));
       llama::RotatedModel r = llama::rotate_model(w, ro);
-      auto c = study::capture_calibration(r.weights, vs->fit_sequences, o.calib_tokens);
+      auto c = study::capture_calibration(r.weights, vs.fit_sequences, o.calib_tokens);
       transforms.push_back({suffix, std::move(r.weights), r.record, std::move(c)});
     };
     make_candidate("_fold", fold_only);
@@ -331,7 +335,7 @@ int run(const Options& o) {
           const study::Plan plan = reuse ? plans[st.name]
                                          : study::uniform_plan(c.weights, c.calib, scheme, method, true);
           llama::Model vm = study::build_model(c.weights, plan, act);
-          const double val = study::perplexity(vm, vs->validation, tok, vopt).ppl;
+          const double val = study::perplexity(vm, vs.validation, tok, vopt).ppl;
           size_t index = 0;
           if (reuse) {
             for (size_t k = 0; k < rows.size(); ++k)
@@ -397,9 +401,9 @@ int run(const Options& o) {
       for (const auto& [alloc_name, a] : allocs) {
         const std::string name = fmt::format("mixed{}_{}_gptq", label, alloc_name);
         plans[name] = study::plan_of(w, a, calib);
-        const Row& r = evaluate("mixed_ptq", name, 0, w, plans[name]);
-        if (r.ppl < best) {
-          best = r.ppl;
+        const Row& r = evaluate("mixed_ptq", name, 0, w, plans[name], lowbit::ActivationQuant::float32, true);
+        if (r.val_ppl < best) {  // chosen on the validation tail
+          best = r.val_ppl;
           best_mixed[label] = name;
         }
       }
@@ -454,7 +458,10 @@ int run(const Options& o) {
     fmt::print("QAT: {} steps x {} tokens, Adam lr {}, loss {}*CE + {}*KL(FP32 || model), on the "
                "calibration half ({} chunks, {} tokens)\n",
                o.qat_steps, o.qat_batch, o.qat_lr, o.ce, o.kd, train_seqs.size(), train_tokens);
-  fmt::print("\n");
+  fmt::print("best of: the PTQ method per width (QAT's start) and the allocator per budget are chosen by "
+             "the perplexity on the held-out tail of the calibration half ({} chunks, {} predictions), "
+             "never on the evaluation half\n\n",
+             vs.validation.size(), vs.validation_predictions);
   fmt::print("{:<10} {:<30} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9}\n", "kind", "method", "bits",
              "bits/w", "bytes", "smaller", "PPL", "dPPL", "tok/s");
   for (const auto& r : rows) {
@@ -497,7 +504,7 @@ int run(const Options& o) {
   fmt::print("target: >= 80% size reduction within 3% of FP32 PPL: {}\n",
              !std::isnan(h.max_reduction_within_3) && h.max_reduction_within_3 >= 80.0 ? "met"
                                                                                        : "NOT met");
-  if (vs) print_rotation(o, *vs, rows, settings);
+  if (!o.rotate.empty()) print_rotation(o, vs, rows, settings);
 
   if (!o.csv.empty()) {
     write_csv(o.csv, rows);
@@ -523,7 +530,7 @@ int run(const Options& o) {
                      {"method_within_3pct", h.method_within_3},
                      {"best_delta_ppl_at_68pct", num(h.delta_at_68)},
                      {"method_at_68pct", h.method_at_68}};
-    if (vs) {
+    if (!o.rotate.empty()) {
       nlohmann::json rs = nlohmann::json::array();
       for (const auto& st : settings) {
         nlohmann::json cands = nlohmann::json::array();
@@ -537,8 +544,8 @@ int run(const Options& o) {
       j["rotation"] = {{"kind", o.rotate},
                        {"heads", o.rotate_heads},
                        {"seeds", {o.rotate_seed, o.rotate_seed + uint64_t(o.rotate_seeds) - 1}},
-                       {"validation_chunks", vs->validation.size()},
-                       {"validation_predictions", vs->validation_predictions},
+                       {"validation_chunks", vs.validation.size()},
+                       {"validation_predictions", vs.validation_predictions},
                        {"settings", rs}};
     }
     std::ofstream f(o.json);
@@ -598,7 +605,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--rotate-seed", o.rotate_seed, "first rotation seed")->capture_default_str();
   app.add_option("--val-predictions", o.val_predictions,
-                 "predictions in the held-out tail of the calibration half (with --rotate)")
+                 "predictions in the held-out tail of the calibration half every choice is made on")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--act-bits", o.act_bits, "weight widths of the W<b>A8 settings (with --rotate)")
       ->check(CLI::Range(2, 8));

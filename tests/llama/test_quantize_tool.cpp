@@ -19,6 +19,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -141,8 +143,9 @@ std::string random_text(int chunks, int words_per_chunk, uint64_t seed) {
 }
 
 struct Fixture {
-  std::string model = "test_quantize_tool_model.gguf";
-  std::string calib = "test_quantize_tool_calib.txt";
+  // Per process: ctest runs the test cases of this file at the same time.
+  std::string model = "test_quantize_tool_model_" + std::to_string(getpid()) + ".gguf";
+  std::string calib = "test_quantize_tool_calib_" + std::to_string(getpid()) + ".txt";
   llama::Weights w = tiny_model(7);
   Fixture() {
     llama::write_model(model, w, tiny_metadata(w.config), {});
@@ -538,7 +541,7 @@ TEST_CASE("lowbit-quantize: stories260K in Q4_0: llama.cpp's types, rtn bytes ar
 }
 
 TEST_CASE("lowbit-quantize: --rotate chooses on the held-out tail of the calibration half and "
-          "records the choice; the chosen file scores what the choice measured") {
+          "records the choice, and the chosen file scores what the choice measured") {
   Fixture fx;
   const std::string out = "test_quantize_tool_rotate.gguf";
   lbq::Options o = fx.options(out);

@@ -250,7 +250,8 @@ TEST_CASE("output-gradient hook reports d(loss)/d(output) of every Linear") {
   LossStats s;
   const MatD d = loss_gradient(logits, tokens, nullptr, LossOptions{}, 1.0, s);
   backward(p, cache, d, g, [&](const std::string& n, const MatD& dy) { dys[n] = dy; });
-  REQUIRE(dys.size() == 2 * 7 + 1);
+  REQUIRE(dys.size() == 2 * 7 + 2);  // 7 Linears a block, the head, and the embedded tokens
+  REQUIRE(dys.count("token_embd") == 1);
   // dW = dy^T x for every Linear, with x the cached input.
   const auto& K = cache.layers[1];
   REQUIRE((dys["blk.1.ffn_down"].transpose() * K.m).isApprox(g.layers[1].w_down));

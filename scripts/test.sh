@@ -22,8 +22,12 @@ fi
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+# GCC 12 at -O1 with the sanitizers warns "may be used uninitialized" inside libstdc++'s own
+# <regex> (a std::function moved in regex_automaton.h; lowbit-quantize's --keep uses std::regex):
+# a false positive in the standard library, silenced for this build only.
+san_quiet="-Wno-maybe-uninitialized"
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
-  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DLOWBIT_BUILD_TESTS=ON \
+  -DCMAKE_CXX_FLAGS="$san $san_quiet" -DCMAKE_EXE_LINKER_FLAGS="$san" -DLOWBIT_BUILD_TESTS=ON \
   -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

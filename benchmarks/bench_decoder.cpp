@@ -1,7 +1,10 @@
 // bench_decoder.cpp: one Llama-2-7B decoder layer's matrix work (q, k, v, o projections and the
-// SwiGLU FFN; hidden 4096, FFN 11008) in FP32 (Eigen), W8A8 and W4A8 (group 32): tokens/s for decode
-// (M = 1) and prefill (M = 128), CPU cycles per token and, where RAPL is exposed, joules per token.
+// SwiGLU FFN; hidden 4096, FFN 11008) in FP32 (Eigen), W8A8, W4A8 (group 32) and the GGUF block
+// formats llama.cpp files hold most (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K): tokens/s for decode (M = 1) and
+// prefill (M = 128), CPU cycles per token and, where RAPL is exposed, joules per token.
 // Attention itself (softmax over the KV cache) is the same in every variant and left out.
+#include "bench_blocks.hpp"
+
 #include <lowbit/lowbit.hpp>
 
 #include <benchmark/benchmark.h>
@@ -46,12 +49,21 @@ struct Layer {
   std::vector<PackedWeights> packed;
 };
 
+/// The GGUF block format benchmarked as `kind` ("q4_k", ...), or nullptr for lowbit's own.
+const bench::BlockFormat* block_format(const std::string& kind) {
+  for (const auto& f : bench::block_formats())
+    if (kind == f.op) return &f;
+  return nullptr;
+}
+
 Layer make_layer(const std::string& kind) {
   Layer l;
   for (unsigned i = 0; i < 7; ++i) {
     const MatrixXfR w = random_matrix(shapes[i][0], shapes[i][1], 10 + i, 0.02f);
     if (kind == "fp32")
       l.fp32.push_back(w);
+    else if (const bench::BlockFormat* f = block_format(kind))
+      l.packed.push_back(pack_weights(bench::random_block_weights(*f, shapes[i][0], shapes[i][1], 10 + i)));
     else if (kind == "w8a8")
       l.packed.push_back(pack_weights(quantize_weights<8>(w, Scheme::per_channel(8))));
     else
@@ -128,7 +140,7 @@ long long rapl_uj() {
 std::shared_ptr<Layer> cached;
 std::string cached_kind;
 
-void bench(benchmark::State& st, const std::string& kind, Index M, int threads) {
+void run_layer(benchmark::State& st, const std::string& kind, Index M, int threads) {
   if (cached_kind != kind) {
     cached.reset();
     cached = std::make_shared<Layer>(make_layer(kind));
@@ -164,12 +176,12 @@ void bench(benchmark::State& st, const std::string& kind, Index M, int threads) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (const std::string kind : {"fp32", "w8a8", "w4a8_g32"})
+  for (const std::string kind : {"fp32", "w8a8", "w4a8_g32", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"})
     for (Index M : {Index(1), Index(128)})
       for (int t : {1, 2}) {
         const std::string name = "decoder/" + kind + "/" + (M == 1 ? "decode_1" : "prefill_128") +
                                  "/threads:" + std::to_string(t);
-        benchmark::RegisterBenchmark(name.c_str(), [kind, M, t](benchmark::State& st) { bench(st, kind, M, t); })
+        benchmark::RegisterBenchmark(name.c_str(), [kind, M, t](benchmark::State& st) { run_layer(st, kind, M, t); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }

@@ -40,24 +40,36 @@ ctx = json.load(open(sys.argv[1]))["context"]
 print(f"machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz; caches: " +
       ", ".join(f"L{c['level']} {c['type']} {c['size'] // 1024} KiB" for c in ctx.get("caches", [])))
 print()
-print(f"{'benchmark':48} {'ms':>9} {'GOPS':>8} {'GB/s':>7} {'x fp32_eigen':>13}")
+def scaling(rows, name, key, faster):
+    # This row against the same benchmark on 1 thread (threads must never make a kernel slower).
+    head, threads = name.rsplit("/", 1)
+    one = rows.get(f"{head}/threads:1")
+    if threads == "threads:1" or not one:
+        return f"{'':>11}"
+    this = rows[name]
+    return f"{(this[key] / one[key] if faster else one[key] / this[key]):11.2f}"
+
+print(f"{'benchmark':48} {'ms':>9} {'GOPS':>8} {'GB/s':>7} {'x fp32_eigen':>13} {'x 1 thread':>11}")
 for name, b in gemm.items():
     op, shape, threads = name.split("/")
     base = gemm.get(f"fp32_eigen/{shape}/{threads}")
     ratio = base["real_time"] / b["real_time"] if base else float("nan")
     gbps = f"{b['GBps']:7.1f}" if "GBps" in b else f"{'':7}"
-    print(f"{name:48} {b['real_time']:9.3f} {b['GOPS']:8.1f} {gbps} {ratio:13.2f}")
+    print(f"{name:48} {b['real_time']:9.3f} {b['GOPS']:8.1f} {gbps} {ratio:13.2f} "
+          f"{scaling(gemm, name, 'real_time', False)}")
 
 dec = medians(sys.argv[2])
 if dec:
     print()
-    print(f"{'decoder layer':44} {'tokens/s':>10} {'x fp32':>7} {'TSC cycles/token':>17} {'J/token':>8}")
+    print(f"{'decoder layer':44} {'tokens/s':>10} {'x fp32':>7} {'TSC cycles/token':>17} {'J/token':>8} "
+          f"{'x 1 thread':>11}")
     for name, b in dec.items():
         _, kind, phase, threads = name.split("/")
         base = dec.get(f"decoder/fp32/{phase}/{threads}")
         ratio = b["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
         joules = f"{b['joules_per_token']:8.3f}" if "joules_per_token" in b else "     n/a"
-        print(f"{name:44} {b['tokens_per_s']:10.1f} {ratio:7.2f} {b['tsc_cycles_per_token']:17.3g} {joules}")
+        print(f"{name:44} {b['tokens_per_s']:10.1f} {ratio:7.2f} {b['tsc_cycles_per_token']:17.3g} {joules} "
+              f"{scaling(dec, name, 'tokens_per_s', True)}")
     if not any("joules_per_token" in b for b in dec.values()):
         print("energy: this machine exposes no RAPL counters (/sys/class/powercap), so no joules per token")
 PY

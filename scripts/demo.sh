@@ -11,8 +11,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh"
 # Its own build tree with every option it relies on spelled out (the tests use build/release).
 build="$root/build/demo"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF \
-  -DLOWBIT_BUILD_EXAMPLES=ON -DLOWBIT_BUILD_BENCHMARKS=OFF
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS= \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_EXAMPLES=ON \
+  -DLOWBIT_BUILD_BENCHMARKS=OFF
 cmake --build "$build" -j "$(nproc)" --target llama_study quantize_weights lowbit-quantize llama_run
 
 model="$root/../shared/models/stories260K.gguf"

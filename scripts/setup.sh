@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
+  ccache                              # the demo's and the tests' trees share their compiles
   libeigen3-dev libfmt-dev            # the library
   catch2                              # tests
   libcli11-dev nlohmann-json3-dev gnuplot-nox  # examples
@@ -13,7 +14,8 @@ packages=(
   libdnnl-dev                         # benchmarks: oneDNN, the int8 peer (optional in CMake)
   ocl-icd-opencl-dev                  # ... whose dnnl-config.cmake requires OpenCL (a Recommends)
   g++-aarch64-linux-gnu qemu-user     # tests: NEON kernels cross-built and run under qemu
-  clang-14 libclang-rt-14-dev         # tests: libFuzzer target for the GGUF reader
+  clang-14 libclang-rt-14-dev         # tests: the sanitizer build and the GGUF reader's libFuzzer
+  libomp-14-dev                       # ... whose OpenMP is LLVM's
   "$@"
 )
 

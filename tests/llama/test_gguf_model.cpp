@@ -41,26 +41,13 @@ double rel_diff(const MatrixXfR& got, const MatrixXfR& want) {
   return double((got - want).cwiseAbs().maxCoeff()) / double(want.cwiseAbs().maxCoeff());
 }
 
-std::vector<std::pair<std::string, Value>> metadata_of(const llama::Config& c) {
-  return {{"general.architecture", Value::of_string("llama")},
-          {"general.name", Value::of_string("tiny")},
-          {"llama.embedding_length", Value::of_uint32(uint32_t(c.dim))},
-          {"llama.feed_forward_length", Value::of_uint32(uint32_t(c.hidden_dim))},
-          {"llama.block_count", Value::of_uint32(uint32_t(c.n_layers))},
-          {"llama.attention.head_count", Value::of_uint32(uint32_t(c.n_heads))},
-          {"llama.attention.head_count_kv", Value::of_uint32(uint32_t(c.n_kv_heads))},
-          {"llama.rope.dimension_count", Value::of_uint32(uint32_t(c.rope_dim))},
-          {"llama.context_length", Value::of_uint32(uint32_t(c.context_length))},
-          {"llama.vocab_size", Value::of_uint32(uint32_t(c.vocab_size))}};
-}
-
 /// The wide tiny llama (or the 16-wide one) as an F32 GGUF.
 std::vector<uint8_t> wide_f32_gguf(bool tied, uint32_t seed, bool wide = true) {
   std::mt19937 rng(seed);
   llama::Weights w =
       llama::train::to_weights(tiny::params<float>(tied, rng, wide ? tiny::wide_config(256, 512) : tiny::config()));
   w.tied_output = tied;
-  return lowbit::io::serialize_gguf(metadata_of(w.config), llama::gguf_tensors(w));
+  return lowbit::io::serialize_gguf(tiny::metadata(w.config), llama::gguf_tensors(w));
 }
 
 /// Every tensor of `f` decoded to float (formats::decode_matrix: llama.cpp's dequantization).
@@ -323,7 +310,7 @@ TEST_CASE("gguf model: a tiny llama with a block type per tensor class, reloaded
     CHECK(t.n_bytes == lowbit::formats::row_bytes(t.type, t.ne[0]) * uint64_t(t.rows()));
   }
   CHECK(f.get_int("general.quantization_version", 0) == 2);
-  CHECK(f.get_string("general.name", "") == "tiny");
+  CHECK(f.get_string("general.name", "") == "synthetic");
   const std::vector<int> tokens = {1, 5, 31, 7, 7, 0, 13, 2, 21, 4, 9, 30, 17, 3, 3, 28};
   check_file(f, 0, tokens, kWeightOnlyBound);
   // Model::linear_bytes counts exactly the stored bytes of the Linears and the head.

@@ -10,6 +10,7 @@
 #include "../../examples/llama/tokenizer.hpp"
 #include "../../examples/lowbit_quantize/quantize.hpp"
 #include "../support.hpp"
+#include "tiny_llama.hpp"
 
 #include <lowbit/formats/format.hpp>
 #include <lowbit/io/gguf.hpp>
@@ -62,22 +63,14 @@ lowbit::io::Metadata tiny_metadata(const llama::Config& c) {
     scores.push_back(Value::of_float32(-float(i)));
     types.push_back(Value::of_int32(i < 3 ? 3 : 1));
   }
-  return {{"general.architecture", Value::of_string("llama")},
-          {"general.name", Value::of_string("synthetic")},
-          {"llama.embedding_length", Value::of_uint32(uint32_t(c.dim))},
-          {"llama.feed_forward_length", Value::of_uint32(uint32_t(c.hidden_dim))},
-          {"llama.block_count", Value::of_uint32(uint32_t(c.n_layers))},
-          {"llama.attention.head_count", Value::of_uint32(uint32_t(c.n_heads))},
-          {"llama.attention.head_count_kv", Value::of_uint32(uint32_t(c.n_kv_heads))},
-          {"llama.rope.dimension_count", Value::of_uint32(uint32_t(c.rope_dim))},
-          {"llama.context_length", Value::of_uint32(uint32_t(c.context_length))},
-          {"llama.attention.layer_norm_rms_epsilon", Value::of_float32(1e-5f)},
-          {"tokenizer.ggml.model", Value::of_string("llama")},
-          {"tokenizer.ggml.tokens", Value::of_array(lowbit::io::ValueType::String, tokens)},
-          {"tokenizer.ggml.scores", Value::of_array(lowbit::io::ValueType::Float32, scores)},
-          {"tokenizer.ggml.token_type", Value::of_array(lowbit::io::ValueType::Int32, types)},
-          {"tokenizer.ggml.bos_token_id", Value::of_uint32(1)},
-          {"tokenizer.ggml.eos_token_id", Value::of_uint32(2)}};
+  lowbit::io::Metadata m = tiny::metadata(c);
+  m.insert(m.end(), {{"tokenizer.ggml.model", Value::of_string("llama")},
+                     {"tokenizer.ggml.tokens", Value::of_array(lowbit::io::ValueType::String, tokens)},
+                     {"tokenizer.ggml.scores", Value::of_array(lowbit::io::ValueType::Float32, scores)},
+                     {"tokenizer.ggml.token_type", Value::of_array(lowbit::io::ValueType::Int32, types)},
+                     {"tokenizer.ggml.bos_token_id", Value::of_uint32(1)},
+                     {"tokenizer.ggml.eos_token_id", Value::of_uint32(2)}});
+  return m;
 }
 
 // A random llama: dim 64 (rows of the attention and FFN-in Linears fit only 32-weight blocks),

@@ -88,22 +88,6 @@ llama::Weights synthetic(int dim, int heads, int kv_heads, int head_dim, int hid
   return w;
 }
 
-// The llama.* metadata of a config (what a source GGUF would carry), for round trips.
-std::vector<std::pair<std::string, Value>> synthetic_metadata(const llama::Config& c) {
-  return {{"general.architecture", Value::of_string("llama")},
-          {"general.name", Value::of_string("synthetic")},
-          {"llama.embedding_length", Value::of_uint32(uint32_t(c.dim))},
-          {"llama.feed_forward_length", Value::of_uint32(uint32_t(c.hidden_dim))},
-          {"llama.block_count", Value::of_uint32(uint32_t(c.n_layers))},
-          {"llama.attention.head_count", Value::of_uint32(uint32_t(c.n_heads))},
-          {"llama.attention.head_count_kv", Value::of_uint32(uint32_t(c.n_kv_heads))},
-          {"llama.attention.key_length", Value::of_uint32(uint32_t(c.head_dim))},
-          {"llama.attention.value_length", Value::of_uint32(uint32_t(c.head_dim))},
-          {"llama.rope.dimension_count", Value::of_uint32(uint32_t(c.rope_dim))},
-          {"llama.context_length", Value::of_uint32(uint32_t(c.context_length))},
-          {"llama.vocab_size", Value::of_uint32(uint32_t(c.vocab_size))}};
-}
-
 bool all_ones(const Eigen::VectorXf& v) { return (v.array() == 1.0f).all(); }
 
 struct Variant {
@@ -223,7 +207,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
     o.heads = true;
     o.seed = 123456789012345ull;
     const auto r = llama::rotate_model(w, o);
-    const auto bytes = llama::serialize_model(r.weights, synthetic_metadata(w.config), r.record);
+    const auto bytes = llama::serialize_model(r.weights, tiny::metadata(w.config), r.record);
     const auto f = lowbit::io::GgufFile::from_bytes(bytes.data(), bytes.size());
     const llama::Weights back = llama::load_weights(f);
     CHECK_FALSE(back.tied_output);
@@ -246,7 +230,7 @@ TEST_CASE("rotate: the rotated GGUF reloads with the same logits and carries the
   // write_model: through a temporary file renamed into place; metadata keys replaced, not doubled.
   const llama::Weights w = synthetic(16, 4, 2, 4, 24, true, 8);
   const auto r = llama::rotate_model(w, {});
-  auto meta = synthetic_metadata(w.config);
+  auto meta = tiny::metadata(w.config);
   meta.emplace_back("lowbit.rotation.kind", Value::of_string("stale"));
   const std::string path = "test_rotate_model.gguf";
   llama::write_model(path, r.weights, meta, r.record);
@@ -327,10 +311,10 @@ TEST_CASE("rotate: rejected inputs") {
   bad = w;
   bad.layers.pop_back();
   CHECK_THROWS_AS(llama::rotate_model(bad, {}), lowbit::Error);
-  CHECK_THROWS_AS(llama::serialize_model(bad, synthetic_metadata(w.config), {}), lowbit::Error);
-  CHECK_THROWS_AS(llama::write_model("/nonexistent-dir/x.gguf", w, synthetic_metadata(w.config), {}), lowbit::Error);
+  CHECK_THROWS_AS(llama::serialize_model(bad, tiny::metadata(w.config), {}), lowbit::Error);
+  CHECK_THROWS_AS(llama::write_model("/nonexistent-dir/x.gguf", w, tiny::metadata(w.config), {}), lowbit::Error);
   // A record whose seed is not uint64 is refused on reading.
-  auto meta = synthetic_metadata(w.config);
+  auto meta = tiny::metadata(w.config);
   meta.emplace_back("lowbit.rotation.kind", Value::of_string("hadamard"));
   meta.emplace_back("lowbit.rotation.seed", Value::of_int32(3));
   const auto bytes = lowbit::io::serialize_gguf(meta, llama::gguf_tensors(w));

@@ -3,8 +3,11 @@
 
 #include "../../examples/llama_train/train.hpp"
 
+#include <lowbit/io/value.hpp>
+
 #include <cmath>
 #include <random>
+#include <string>
 
 namespace tiny {
 
@@ -73,6 +76,25 @@ llama::train::Params<T> params(bool tied, std::mt19937& rng, const llama::Config
                         random_mat<T>(c.hidden_dim, c.dim, rng, s),
                         random_vec<T>(c.dim, rng, 1.0, 0.3), random_vec<T>(c.dim, rng, 1.0, 0.3)});
   return p;
+}
+
+/// The llama.* metadata of `c` that a source GGUF carries (no tokenizer), named "synthetic".
+inline lowbit::io::Metadata metadata(const llama::Config& c) {
+  using lowbit::io::Value;
+  const auto u32 = [](int v) { return Value::of_uint32(uint32_t(v)); };
+  return {{"general.architecture", Value::of_string("llama")},
+          {"general.name", Value::of_string("synthetic")},
+          {"llama.embedding_length", u32(c.dim)},
+          {"llama.feed_forward_length", u32(c.hidden_dim)},
+          {"llama.block_count", u32(c.n_layers)},
+          {"llama.attention.head_count", u32(c.n_heads)},
+          {"llama.attention.head_count_kv", u32(c.n_kv_heads)},
+          {"llama.attention.key_length", u32(c.head_dim)},
+          {"llama.attention.value_length", u32(c.head_dim)},
+          {"llama.attention.layer_norm_rms_epsilon", Value::of_float32(c.rms_eps)},
+          {"llama.rope.dimension_count", u32(c.rope_dim)},
+          {"llama.context_length", u32(c.context_length)},
+          {"llama.vocab_size", u32(c.vocab_size)}};
 }
 
 }  // namespace tiny

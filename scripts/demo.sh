@@ -14,7 +14,7 @@ build="$root/build/demo"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS= \
   -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_EXAMPLES=ON \
   -DLOWBIT_BUILD_BENCHMARKS=OFF
-cmake --build "$build" -j "$(nproc)" --target llama_study quantize_weights lowbit-quantize llama_run
+cmake --build "$build" -j "$(nproc)" --target demo_programs
 
 model="$root/../shared/models/stories260K.gguf"
 text="$root/../shared/data/tinystories_val.txt"

@@ -109,6 +109,27 @@ inline Config config_from_gguf(const lowbit::io::GgufFile& f, int context_length
   return c;
 }
 
+/// The llama.* metadata describing `c` (config_from_gguf reads it back as `c`), after
+/// general.architecture and general.name, for writing a llama GGUF from scratch.
+inline lowbit::io::Metadata config_metadata(const Config& c, const std::string& name) {
+  using lowbit::io::Value;
+  const auto u32 = [](int v) { return Value::of_uint32(uint32_t(v)); };
+  return {{"general.architecture", Value::of_string("llama")},
+          {"general.name", Value::of_string(name)},
+          {"llama.context_length", u32(c.context_length)},
+          {"llama.embedding_length", u32(c.dim)},
+          {"llama.block_count", u32(c.n_layers)},
+          {"llama.feed_forward_length", u32(c.hidden_dim)},
+          {"llama.rope.dimension_count", u32(c.rope_dim)},
+          {"llama.rope.freq_base", Value::of_float32(c.rope_base)},
+          {"llama.attention.head_count", u32(c.n_heads)},
+          {"llama.attention.head_count_kv", u32(c.n_kv_heads)},
+          {"llama.attention.key_length", u32(c.head_dim)},
+          {"llama.attention.value_length", u32(c.head_dim)},
+          {"llama.attention.layer_norm_rms_epsilon", Value::of_float32(c.rms_eps)},
+          {"llama.vocab_size", u32(c.vocab_size)}};
+}
+
 /// All weights of a llama GGUF (F32/F16/BF16 or any block format of lowbit/formats, decoded to
 /// float).
 inline Weights load_weights(const lowbit::io::GgufFile& f, int context_length = 0) {

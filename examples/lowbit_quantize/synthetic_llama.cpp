@@ -1,6 +1,8 @@
 // synthetic_llama.cpp: synthetic-llama, a llama GGUF of any shape with random F16 weights, streamed
 // to disk a tensor at a time, for measuring lowbit-quantize's time and memory at full scale (the
 // defaults are TinyLlama-1.1B's shapes). The tokenizer is a real model's, padded to the vocabulary.
+#include "../llama/model.hpp"
+
 #include <lowbit/core/half.hpp>
 #include <lowbit/io/gguf.hpp>
 #include <lowbit/io/gguf_writer.hpp>
@@ -29,18 +31,16 @@ struct Shape {
 /// The llama hyperparameters of `s`, then every tokenizer.* key of `tok` with its pieces (and
 /// their scores and types) padded to s.vocab by unused pieces no merge can form.
 Metadata metadata(const Shape& s, const lowbit::io::GgufFile& tok) {
-  const auto u32 = [](int v) { return Value::of_uint32(uint32_t(v)); };
-  Metadata m = {{"general.architecture", Value::of_string("llama")},
-                {"general.name", Value::of_string("synthetic")},
-                {"llama.context_length", u32(s.ctx)},
-                {"llama.embedding_length", u32(s.dim)},
-                {"llama.block_count", u32(s.layers)},
-                {"llama.feed_forward_length", u32(s.ffn)},
-                {"llama.rope.dimension_count", u32(s.dim / s.heads)},
-                {"llama.attention.head_count", u32(s.heads)},
-                {"llama.attention.head_count_kv", u32(s.kv_heads)},
-                {"llama.attention.layer_norm_rms_epsilon", Value::of_float32(1e-5f)},
-                {"llama.vocab_size", u32(s.vocab)}};
+  llama::Config c;
+  c.dim = s.dim;
+  c.hidden_dim = s.ffn;
+  c.n_layers = s.layers;
+  c.n_heads = s.heads;
+  c.n_kv_heads = s.kv_heads;
+  c.head_dim = c.rope_dim = s.dim / s.heads;
+  c.vocab_size = s.vocab;
+  c.context_length = s.ctx;
+  Metadata m = llama::config_metadata(c, "synthetic");
   const size_t pieces = tok.at("tokenizer.ggml.tokens").as_array().size();
   lowbit::detail::require(pieces <= size_t(s.vocab), "--vocab {}: the tokenizer has {} pieces",
                           s.vocab, pieces);

@@ -1,9 +1,8 @@
 // tiny_llama.hpp: a tiny random Llama (dim 16, 2 layers, 4/2 heads, vocab 32) for tests; a wide one for GGUF blocks.
 #pragma once
 
+#include "../../examples/llama/model.hpp"
 #include "../../examples/llama_train/train.hpp"
-
-#include <lowbit/io/value.hpp>
 
 #include <cmath>
 #include <random>
@@ -80,21 +79,7 @@ llama::train::Params<T> params(bool tied, std::mt19937& rng, const llama::Config
 
 /// The llama.* metadata of `c` that a source GGUF carries (no tokenizer), named "synthetic".
 inline lowbit::io::Metadata metadata(const llama::Config& c) {
-  using lowbit::io::Value;
-  const auto u32 = [](int v) { return Value::of_uint32(uint32_t(v)); };
-  return {{"general.architecture", Value::of_string("llama")},
-          {"general.name", Value::of_string("synthetic")},
-          {"llama.embedding_length", u32(c.dim)},
-          {"llama.feed_forward_length", u32(c.hidden_dim)},
-          {"llama.block_count", u32(c.n_layers)},
-          {"llama.attention.head_count", u32(c.n_heads)},
-          {"llama.attention.head_count_kv", u32(c.n_kv_heads)},
-          {"llama.attention.key_length", u32(c.head_dim)},
-          {"llama.attention.value_length", u32(c.head_dim)},
-          {"llama.attention.layer_norm_rms_epsilon", Value::of_float32(c.rms_eps)},
-          {"llama.rope.dimension_count", u32(c.rope_dim)},
-          {"llama.context_length", u32(c.context_length)},
-          {"llama.vocab_size", u32(c.vocab_size)}};
+  return llama::config_metadata(c, "synthetic");
 }
 
 }  // namespace tiny

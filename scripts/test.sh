@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test.sh: installs what is missing, builds and runs the whole test suite in Release (GCC), then
-# again in a Debug build under AddressSanitizer + UndefinedBehaviorSanitizer (Clang), fuzzes the
-# GGUF reader, and runs the gemm tests cross-built for AArch64 under qemu. Exits non-zero on failure.
+# test.sh: installs what is missing, then builds, from one pool of jobs, the whole test suite in
+# Release (GCC) and in a Debug build under AddressSanitizer + UndefinedBehaviorSanitizer (Clang),
+# the GGUF reader's fuzzer and the gemm tests cross-built for AArch64; runs them all (the AArch64
+# ones under qemu). Exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -11,51 +12,41 @@ export OMP_NUM_THREADS=1
 
 scripts/setup.sh
 
-echo "== Release build and tests"
-# ccache: the examples scripts/demo.sh built (same flags, its own tree) are not compiled again.
+# Release (GCC) and sanitizer (Clang) trees. ccache: the examples scripts/demo.sh built (same
+# flags, its own tree) are not compiled again. Clang compiles lowbit's template-heavy tests with the
+# sanitizers in under half GCC's time, and builds every test with a second compiler (warnings are
+# errors there too). Line tables give the reports their file:line at less cost than full debug
+# information.
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS= \
   -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_EXAMPLES=ON \
   -DLOWBIT_BUILD_BENCHMARKS=ON
-cmake --build build/release -j "$jobs"
+san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cmake -S . -B build/sanitize-clang -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_CXX_FLAGS_DEBUG="-gline-tables-only -O1" -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \
+  -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF
+
+echo "== Builds: Release, sanitizers, fuzzer, AArch64 (one pool of $jobs jobs)"
+make -j "$jobs" -O --no-print-directory -f scripts/test-builds.mk
+
+echo "== Release tests"
 ctest --test-dir build/release --output-on-failure --no-tests=error -j "$jobs"
 if grep -qw amx_int8 /proc/cpuinfo; then
   echo "== AMX machine: the kernel tests must run the amx Isa on the real tiles"
   LOWBIT_REQUIRE_ISAS=amx build/release/tests/test_gemm
 fi
 
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer build (Clang) and tests"
-# Clang compiles lowbit's template-heavy tests with the sanitizers in under half GCC's time, and
-# builds every test with a second compiler (warnings are errors there too). Line tables give the
-# reports their file:line at less cost than full debug information.
-san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-cmake -S . -B build/sanitize-clang -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
-  -DCMAKE_CXX_FLAGS_DEBUG="-gline-tables-only -O1" -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" \
-  -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_BUILD_BENCHMARKS=OFF
-cmake --build build/sanitize-clang -j "$jobs"
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer tests (Clang)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/sanitize-clang --output-on-failure --no-tests=error -j "$jobs" -E '^package_'
 
 echo "== libFuzzer: GGUF reader (clang++-14, 50 s)"
 mkdir -p build/fuzz/corpus
-clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -Iinclude -I/usr/include/eigen3 tests/fuzz/fuzz_gguf.cpp -lfmt -o build/fuzz/fuzz_gguf
 build/fuzz/fuzz_gguf -max_total_time=50 -rss_limit_mb=1024 -malloc_limit_mb=256 \
   build/fuzz/corpus tests/fuzz/seeds
 
-echo "== AArch64 cross build of the gemm tests (NEON, dotprod), run under qemu-user"
-# Debian's libfmt is an x86 library, so the cross build uses fmt header-only; Eigen and Catch2 are
-# header-only too. -cpu max has dotprod; cortex-a53 has not, so dispatch must fall back to neon.
+echo "== AArch64 gemm tests (NEON, dotprod) under qemu-user"
+# -cpu max has dotprod; cortex-a53 has not, so dispatch must fall back to neon.
 arm=build/aarch64
-mkdir -p "$arm"
-arm_flags=(-std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror -Wno-psabi -fopenmp -Iinclude -I/usr/include/eigen3 -DFMT_HEADER_ONLY)
-# The gemm tests as one translation unit, as CMake builds them on the host (the library's
-# templates are instantiated once), beside the Catch2 main.
-unity="$arm/test_gemm_unity.cpp"
-printf '#include "%s"\n' "$PWD"/tests/gemm/test_gemm_*.cpp >"$unity"
-aarch64-linux-gnu-g++ "${arm_flags[@]}" -c tests/catch_main.cpp -o "$arm/catch_main.o" &
-aarch64-linux-gnu-g++ "${arm_flags[@]}" -c "$unity" -o "$arm/test_gemm.o"
-wait $!
-aarch64-linux-gnu-g++ -fopenmp "$arm/catch_main.o" "$arm/test_gemm.o" -o "$arm/test_gemm"
 LOWBIT_REQUIRE_ISAS=neon,neon_dotprod qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max "$arm/test_gemm"
 LOWBIT_REQUIRE_ISAS=neon qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53 "$arm/test_gemm"
 

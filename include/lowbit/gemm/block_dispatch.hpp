@@ -3,6 +3,7 @@
 
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/kernel_set.hpp>
 #include <lowbit/gemm/kernels_amx.hpp>
 #include <lowbit/gemm/kernels_avx2.hpp>
 #include <lowbit/gemm/kernels_avx512.hpp>
@@ -10,20 +11,9 @@
 #include <lowbit/gemm/kernels_scalar.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 
-#include <vector>
-
 namespace lowbit::detail {
 
-/// The block-form kernels one Isa provides; all compute exactly what kernels::reference's
-/// linear_block_int / linear_block_f32 define.
-struct BlockKernelSet {
-  void (*linear_int)(const QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy, Index n0,
-                     Index n1) noexcept;
-  void (*linear_f32)(const float* x, Index M, Index ldx, const float* xs, const PackedWeights& w, float* y,
-                     Index ldy, Index n0, Index n1) noexcept;
-};
-
-inline BlockKernelSet block_kernel_set(cpu::Isa isa) {
+LOWBIT_KERNEL_TABLE BlockKernelSet block_kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
     // Isa::amx: integer activations on tiles for prefill (M >= 16; kernels::amx::linear_block_int
@@ -55,7 +45,7 @@ inline BlockKernelSet block_kernel_set(cpu::Isa isa) {
 /// The kernels for `isa` and weights of layout L. The vector integer kernels are compiled for
 /// the configurations of GGUF's formats (see blk::run_int_config); weights of any other
 /// configuration run the portable integer kernel (the same bits, slower).
-inline BlockKernelSet block_kernel_set(cpu::Isa isa, const BlockLayout& L) {
+LOWBIT_KERNEL_TABLE BlockKernelSet block_kernel_set(cpu::Isa isa, const BlockLayout& L) {
   BlockKernelSet k = block_kernel_set(isa);
   bool covered = true;
 #if defined(LOWBIT_X86)
@@ -67,20 +57,6 @@ inline BlockKernelSet block_kernel_set(cpu::Isa isa, const BlockLayout& L) {
 #endif
   if (!covered) k.linear_int = kernels::scalar::linear_block_int;
   return k;
-}
-
-/// xs[m][j] = x[m, j*J] + ... + x[m, j*J + J - 1] (added in column order from 0), J = sub_block:
-/// the float32 block kernels' sub-block sums of x, computed once per call.
-inline void block_xsums(const float* x, Index M, Index ldx, const PackedWeights& w, std::vector<float>& xs) {
-  const BlockLayout& L = w.block();
-  const Index J = L.sub_block(), n = L.cols() / J;
-  xs.assign(size_t(M * n), 0.0f);
-  for (Index m = 0; m < M; ++m)
-    for (Index j = 0; j < n; ++j) {
-      float s = 0.0f;
-      for (Index k = j * J; k < (j + 1) * J; ++k) s = s + x[m * ldx + k];
-      xs[size_t(m * n + j)] = s;
-    }
 }
 
 }  // namespace lowbit::detail

@@ -3,6 +3,7 @@
 
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/cpu.hpp>
+#include <lowbit/gemm/kernel_set.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 #include <lowbit/gemm/kernels_avx2.hpp>
 #include <lowbit/gemm/kernels_amx.hpp>
@@ -13,17 +14,7 @@
 
 namespace lowbit::detail {
 
-/// The kernels one Isa provides; all compute exactly what kernels::reference defines.
-struct KernelSet {
-  void (*quantize)(const float* x, Index M, Index K, Index ldx, const PackedWeights& w,
-                   ActivationQuant mode, QuantizedActivations& a);
-  void (*linear_int)(const QuantizedActivations& a, const PackedWeights& w, float* y, Index ldy,
-                     Index n0, Index n1) noexcept;
-  void (*linear_f32)(const float* x, Index M, Index ldx, const PackedWeights& w, float* y, Index ldy,
-                     Index n0, Index n1) noexcept;
-};
-
-inline KernelSet kernel_set(cpu::Isa isa) {
+LOWBIT_KERNEL_TABLE KernelSet kernel_set(cpu::Isa isa) {
   switch (isa) {
 #if defined(LOWBIT_X86)
     case cpu::Isa::amx:

@@ -4,12 +4,16 @@
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/types.hpp>
 #include <lowbit/gemm/activation_quant.hpp>
-#include <lowbit/gemm/block_dispatch.hpp>
 #include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
-#include <lowbit/gemm/dispatch.hpp>
+#include <lowbit/gemm/kernel_set.hpp>
 #include <lowbit/gemm/epilogue.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
+
+#ifndef LOWBIT_SEPARATE_KERNELS
+#include <lowbit/gemm/block_dispatch.hpp>
+#include <lowbit/gemm/dispatch.hpp>
+#endif
 
 #include <Eigen/Core>
 
@@ -78,6 +82,20 @@ inline Split linear_split(Index M, Index N, Index K) {
 inline std::vector<float>& xsum_workspace() {
   thread_local std::vector<float> xs;
   return xs;
+}
+
+/// xs[m][j] = x[m, j*J] + ... + x[m, j*J + J - 1] (added in column order from 0), J = sub_block:
+/// the float32 block kernels' sub-block sums of x, computed once per call.
+inline void block_xsums(const float* x, Index M, Index ldx, const PackedWeights& w, std::vector<float>& xs) {
+  const BlockLayout& L = w.block();
+  const Index J = L.sub_block(), n = L.cols() / J;
+  xs.assign(size_t(M * n), 0.0f);
+  for (Index m = 0; m < M; ++m)
+    for (Index j = 0; j < n; ++j) {
+      float s = 0.0f;
+      for (Index k = j * J; k < (j + 1) * J; ++k) s = s + x[m * ldx + k];
+      xs[size_t(m * n + j)] = s;
+    }
 }
 
 inline QuantizedActivations& activation_workspace() {

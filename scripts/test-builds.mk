@@ -1,0 +1,34 @@
+# test-builds.mk: every build scripts/test.sh runs, from one pool of jobs (make -j N -f this file,
+# from the repository root, after test.sh has configured both CMake trees): the Release tree, the
+# sanitizer tree, the GGUF reader's fuzzer and the AArch64 gemm tests. One jobserver for all keeps
+# every core busy to the end; one tree at a time left a core idle behind each tree's last unit.
+.RECIPEPREFIX := >
+.PHONY: all release sanitize fuzz aarch64
+all: release sanitize fuzz aarch64
+
+release:
+> +$(MAKE) -C build/release
+sanitize:
+> +$(MAKE) -C build/sanitize-clang
+
+fuzz:
+> mkdir -p build/fuzz
+> clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+>   -Iinclude -I/usr/include/eigen3 tests/fuzz/fuzz_gguf.cpp -lfmt -o build/fuzz/fuzz_gguf
+
+# Debian's libfmt is an x86 library, so the cross build uses fmt header-only; Eigen and Catch2 are
+# header-only too. The gemm tests are one translation unit, as CMake builds them on the host (the
+# library's templates are instantiated once), beside the Catch2 main.
+arm := build/aarch64
+arm_cxx := aarch64-linux-gnu-g++ -std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror -Wno-psabi -fopenmp \
+  -Iinclude -I/usr/include/eigen3 -DFMT_HEADER_ONLY
+aarch64: $(arm)/catch_main.o $(arm)/test_gemm.o
+> aarch64-linux-gnu-g++ -fopenmp $^ -o $(arm)/test_gemm
+$(arm)/catch_main.o: FORCE
+> mkdir -p $(arm)
+> $(arm_cxx) -c tests/catch_main.cpp -o $@
+$(arm)/test_gemm.o: FORCE
+> mkdir -p $(arm)
+> printf '#include "%s"\n' $(abspath $(wildcard tests/gemm/test_gemm_*.cpp)) >$(arm)/test_gemm_unity.cpp
+> $(arm_cxx) -c $(arm)/test_gemm_unity.cpp -o $@
+FORCE:

@@ -3,13 +3,19 @@
 # sanitizer tree, the GGUF reader's fuzzer and the AArch64 gemm tests. One jobserver for all keeps
 # every core busy to the end; one tree at a time left a core idle behind each tree's last unit.
 .RECIPEPREFIX := >
-.PHONY: all release sanitize fuzz aarch64
-all: release sanitize fuzz aarch64
+.PHONY: all release sanitize fuzz aarch64 release-first sanitize-first
+all: sanitize release aarch64 fuzz
 
-release:
+# test_llama, the largest unit of each tree, first (CMake's Makefiles would start it last), then
+# the rest; one make at a time per tree.
+release: release-first
 > +$(MAKE) -C build/release
-sanitize:
+release-first:
+> +$(MAKE) -C build/release test_llama
+sanitize: sanitize-first
 > +$(MAKE) -C build/sanitize-clang
+sanitize-first:
+> +$(MAKE) -C build/sanitize-clang test_llama
 
 fuzz:
 > mkdir -p build/fuzz

@@ -4,7 +4,8 @@
 // that calls linear(). A program with many such units can compile them once instead: define
 // LOWBIT_SEPARATE_KERNELS in every unit and link one unit that defines the tables (CMake:
 // link lowbit::kernels, which does both; by hand: compile src/kernels.cpp with the macro
-// defined). The results are the same bits either way; only where the code is compiled changes.
+// defined). Only that unit may include gemm/dispatch.hpp or gemm/block_dispatch.hpp, which define
+// the tables. The results are the same bits either way; only where the code compiles changes.
 #pragma once
 
 #include <lowbit/gemm/activation_quant.hpp>

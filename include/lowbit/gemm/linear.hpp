@@ -6,8 +6,8 @@
 #include <lowbit/gemm/activation_quant.hpp>
 #include <lowbit/gemm/block_weights.hpp>
 #include <lowbit/gemm/cpu.hpp>
-#include <lowbit/gemm/kernel_set.hpp>
 #include <lowbit/gemm/epilogue.hpp>
+#include <lowbit/gemm/kernel_set.hpp>
 #include <lowbit/gemm/packed_weights.hpp>
 
 #ifndef LOWBIT_SEPARATE_KERNELS

@@ -14,6 +14,8 @@ cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_TESTS=OFF -DLOWBI
 cmake --build "$out" -j "$(nproc)" --target bench_gemm bench_decoder
 
 reps=${REPS:-5}
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+export LOAD_BEFORE
 common=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_format=json)
 echo "== bench_gemm (median of $reps)" >&2
 "$out/benchmarks/bench_gemm" "${common[@]}" --benchmark_filter="${GEMM_FILTER:-.}" >"$out/gemm.json"
@@ -39,6 +41,18 @@ gemm = medians(sys.argv[1])
 ctx = json.load(open(sys.argv[1]))["context"]
 print(f"machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz; caches: " +
       ", ".join(f"L{c['level']} {c['type']} {c['size'] // 1024} KiB" for c in ctx.get("caches", [])))
+# The ISA extensions lowbit's dispatch can use, as the kernel reports them, and the load the
+# figures were measured under (another job on a core skews any single figure).
+flags = set()
+if os.path.exists("/proc/cpuinfo"):
+    for line in open("/proc/cpuinfo"):
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+isa = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "amx_int8",
+       "asimd", "asimddp"]
+print("ISA: " + (" ".join(f for f in isa if f in flags) or "none of " + " ".join(isa)))
+print(f"load average: {os.environ.get('LOAD_BEFORE', '?')} before, {open('/proc/loadavg').read().split()[0]} after "
+      f"(1-minute averages)")
 print()
 def scaling(rows, name, key, faster):
     # This row against the same benchmark on 1 thread (threads must never make a kernel slower).

@@ -39,15 +39,35 @@ echo "== AddressSanitizer + UndefinedBehaviorSanitizer tests (Clang)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/sanitize-clang --output-on-failure --no-tests=error -j "$jobs" -E '^package_'
 
-echo "== libFuzzer: GGUF reader (clang++-14, 50 s)"
+# The fuzzer and the two qemu runs are one process each: all three at once, each into its own log,
+# printed whole when it ends (one after another there, so each log stays readable).
+echo "== libFuzzer on the GGUF reader (clang++-14, 50 s) beside the AArch64 gemm tests (NEON, dotprod) under qemu-user"
 mkdir -p build/fuzz/corpus
-build/fuzz/fuzz_gguf -max_total_time=50 -rss_limit_mb=1024 -malloc_limit_mb=256 \
-  build/fuzz/corpus tests/fuzz/seeds
-
-echo "== AArch64 gemm tests (NEON, dotprod) under qemu-user"
-# -cpu max has dotprod; cortex-a53 has not, so dispatch must fall back to neon.
 arm=build/aarch64
-LOWBIT_REQUIRE_ISAS=neon,neon_dotprod qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max "$arm/test_gemm"
-LOWBIT_REQUIRE_ISAS=neon qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53 "$arm/test_gemm"
+build/fuzz/fuzz_gguf -max_total_time=50 -rss_limit_mb=1024 -malloc_limit_mb=256 \
+  build/fuzz/corpus tests/fuzz/seeds >build/fuzz/fuzz.log 2>&1 &
+fuzz=$!
+# -cpu max has dotprod; cortex-a53 has not, so dispatch must fall back to neon.
+LOWBIT_REQUIRE_ISAS=neon,neon_dotprod qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max "$arm/test_gemm" \
+  >"$arm/dotprod.log" 2>&1 &
+dotprod=$!
+LOWBIT_REQUIRE_ISAS=neon qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53 "$arm/test_gemm" \
+  >"$arm/neon.log" 2>&1 &
+neon=$!
+trap 'kill "$fuzz" "$dotprod" "$neon" 2>/dev/null || true' EXIT  # none outlives an interrupted run
+failed=()
+for run in "fuzz:$fuzz:build/fuzz/fuzz.log" "qemu -cpu max:$dotprod:$arm/dotprod.log" \
+           "qemu -cpu cortex-a53:$neon:$arm/neon.log"; do
+  IFS=: read -r name pid log <<<"$run"
+  rc=0
+  wait "$pid" || rc=$?
+  echo "-- $name (exit $rc):"
+  cat "$log"
+  [ "$rc" -eq 0 ] || failed+=("$name")
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "test.sh: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
 
 echo "test.sh: all tests passed"

@@ -1,6 +1,7 @@
 // block_test_util.hpp: GGUF's block formats in BlockWeights' code form, random and extreme, for the gemm tests.
 #pragma once
 
+#include <lowbit/gemm/reference.hpp>
 #include <lowbit/lowbit.hpp>
 
 #include <cmath>

@@ -1,6 +1,7 @@
 // gemm_test_util.hpp: random quantized weights and activations shared by the gemm tests.
 #pragma once
 
+#include <lowbit/gemm/reference.hpp>
 #include <lowbit/lowbit.hpp>
 
 #include <random>

@@ -361,7 +361,7 @@ TEST_CASE("the AMX namespace's AVX-512 code over emulated tiles equals the refer
       const auto w = test::random_packed(c.bits, N, K, c.scheme, rng, i % 2 ? test::Codes::extreme : test::Codes::random);
       const MatrixXfR x = test::random_x(M, K, rng);
       detail::QuantizedActivations a;
-      kernels::amx::quantize(x.data(), M, K, K, w, c.act, a);
+      detail::kernel_set(cpu::Isa::amx).quantize(x.data(), M, K, K, w, c.act, a);
       if (!kernels::amx::tiles_apply(a, w)) continue;
       MatrixXfR y(M, N);
       Emulated t;
@@ -434,9 +434,9 @@ TEST_CASE("real AMX kernels equal the reference", "[gemm][amx]") {
       const auto w = test::random_packed(c.bits, N, K, c.scheme, rng, i % 2 ? test::Codes::extreme : test::Codes::random);
       const MatrixXfR x = test::random_x(M, K, rng, i % 2 ? test::Codes::extreme : test::Codes::random);
       detail::QuantizedActivations a;
-      kernels::amx::quantize(x.data(), M, K, K, w, c.act, a);
+      detail::kernel_set(cpu::Isa::amx).quantize(x.data(), M, K, K, w, c.act, a);
       MatrixXfR y(M, N);
-      kernels::amx::linear_int(a, w, y.data(), N, 0, N);
+      detail::kernel_set(cpu::Isa::amx).linear_int(a, w, y.data(), N, 0, N);
       INFO("bits " << c.bits << " gs " << c.scheme.group_size << " act " << to_string(c.act) << " K " << K);
       REQUIRE(same_bits(y, reference(x, w, c.act)));
     }

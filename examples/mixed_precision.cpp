@@ -1,6 +1,5 @@
 // mixed_precision.cpp: allocates bits over a synthetic LLM-like stack with the closed-form and
 // the measured allocators, and compares them with uniform 4- and 8-bit at the same size.
-#include <lowbit/lowbit.hpp>
 #include <lowbit/mixed/closed_form.hpp>
 #include <lowbit/mixed/measured.hpp>
 #include <lowbit/mixed/synthetic.hpp>

@@ -1,6 +1,12 @@
 // qat_mlp.cpp: trains an MLP from scratch on a teacher network's outputs, then compares FP32, PTQ
 // (RTN, γ-search) and QAT (STE fine-tuning, LSQ) at INT4/INT3/INT2 weights with INT8 activations.
-#include <lowbit/lowbit.hpp>
+#include <lowbit/core/metrics.hpp>
+#include <lowbit/core/quantize.hpp>
+#include <lowbit/core/quantized_matrix.hpp>
+#include <lowbit/core/scheme.hpp>
+#include <lowbit/ptq/gamma_search.hpp>
+#include <lowbit/ptq/rtn.hpp>
+#include <lowbit/qat/fake_quant_module.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

@@ -1,6 +1,8 @@
 // quantize_weights.cpp: quantizes an LLM-shaped weight matrix at INT8/INT4/INT2 and prints the
 // storage and error of each scheme.
-#include <lowbit/lowbit.hpp>
+#include <lowbit/core/metrics.hpp>
+#include <lowbit/core/quantized_matrix.hpp>
+#include <lowbit/core/scheme.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

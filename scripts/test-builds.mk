@@ -6,16 +6,18 @@
 .PHONY: all release sanitize fuzz aarch64 release-first sanitize-first
 all: sanitize release aarch64 fuzz
 
-# test_llama, the largest unit of each tree, first (CMake's Makefiles would start it last), then
-# the rest; one make at a time per tree.
+# The largest units of each tree first, so that the pool ends on small ones (CMake's Makefiles
+# would start test_llama and test_gemm last and leave a core idle behind them): the three test
+# programs that link the kernel tables, then the rest; one make at a time per tree.
+first := test_llama test_gemm test_readme
 release: release-first
 > +$(MAKE) -C build/release
 release-first:
-> +$(MAKE) -C build/release test_llama
+> +$(MAKE) -C build/release $(first)
 sanitize: sanitize-first
 > +$(MAKE) -C build/sanitize-clang
 sanitize-first:
-> +$(MAKE) -C build/sanitize-clang test_llama
+> +$(MAKE) -C build/sanitize-clang $(first)
 
 fuzz:
 > mkdir -p build/fuzz

@@ -13,12 +13,35 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <vector>
 
 namespace llama {
 
 using lowbit::Index;
 using lowbit::MatrixXfR;
+
+/// x·Wᵀ for float weights W [out, in].
+inline MatrixXfR times(const Eigen::Ref<const MatrixXfR>& x, const MatrixXfR& w) { return x * w.transpose(); }
+/// x·Wᵀ on a Linear backend (as Model runs it).
+inline MatrixXfR times(const Eigen::Ref<const MatrixXfR>& x, const std::shared_ptr<const Linear>& w) {
+  return w->forward(MatrixXfR(x));
+}
+/// y += x·Wᵀ: one fused product for float weights; the backend's output added, as Model adds it.
+inline void add_times(Eigen::Ref<MatrixXfR> y, const Eigen::Ref<const MatrixXfR>& x, const MatrixXfR& w) {
+  y.noalias() += x * w.transpose();
+}
+inline void add_times(Eigen::Ref<MatrixXfR> y, const Eigen::Ref<const MatrixXfR>& x,
+                      const std::shared_ptr<const Linear>& w) {
+  y += times(x, w);
+}
+
+/// One block as backends run it: its norms and seven Linears (LayerWeights' names), e.g. the
+/// tensors of a file as stored. The stages below take it or LayerWeights alike.
+struct BlockLinears {
+  Eigen::VectorXf attn_norm, ffn_norm;
+  std::shared_ptr<const Linear> wq, wk, wv, wo, w_gate, w_down, w_up;
+};
 
 /// Hidden states of several sequences, row after row: sequence s is rows [offsets[s],
 /// offsets[s+1]), its first row at position 0.
@@ -105,18 +128,18 @@ inline std::vector<Index> sequence_groups(const std::vector<Index>& offsets, Ind
 /// The attention output (before attn_output) of every row of `x` (hidden states of the sequences
 /// at `offsets`): RMSNorm by `attn_norm`, q/k/v by the given weights, RoPE, causal attention;
 /// [tokens, n_heads·head_dim]. Works on groups of whole sequences (sequence_groups).
-inline MatrixXfR attention_input(const MatrixXfR& x, const Eigen::VectorXf& attn_norm,
-                                 const std::vector<Index>& offsets, const MatrixXfR& wq,
-                                 const MatrixXfR& wk, const MatrixXfR& wv, const Config& c) {
-  MatrixXfR att(x.rows(), wq.rows());
+template <class W>
+MatrixXfR attention_input(const MatrixXfR& x, const Eigen::VectorXf& attn_norm, const std::vector<Index>& offsets,
+                          const W& wq, const W& wk, const W& wv, const Config& c) {
+  MatrixXfR att(x.rows(), Index(c.n_heads) * c.head_dim);
   const auto groups = sequence_groups(offsets);
   for (size_t g = 0; g + 1 < groups.size(); ++g) {
     const Index s0 = groups[g], s1 = groups[g + 1];
     const Index r0 = offsets[size_t(s0)], r1 = offsets[size_t(s1)];
     if (r1 == r0) continue;
     const MatrixXfR hg = rms_norm_rows(x.middleRows(r0, r1 - r0), attn_norm, c.rms_eps);
-    MatrixXfR q = hg * wq.transpose(), k = hg * wk.transpose(), v = hg * wv.transpose();
-    MatrixXfR a(r1 - r0, wq.rows());
+    MatrixXfR q = times(hg, wq), k = times(hg, wk), v = times(hg, wv);
+    MatrixXfR a(r1 - r0, att.cols());
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
@@ -132,10 +155,10 @@ inline MatrixXfR attention_input(const MatrixXfR& x, const Eigen::VectorXf& attn
 }
 
 /// SiLU(h·Wgᵀ) ⊙ (h·Wuᵀ), the ffn_down input of rows h (ffn_norm outputs), as Model.
-inline MatrixXfR ffn_input(const Eigen::Ref<const MatrixXfR>& h, const MatrixXfR& w_gate,
-                           const MatrixXfR& w_up) {
-  MatrixXfR g = h * w_gate.transpose();
-  const MatrixXfR u = h * w_up.transpose();
+template <class W>
+MatrixXfR ffn_input(const Eigen::Ref<const MatrixXfR>& h, const W& w_gate, const W& w_up) {
+  MatrixXfR g = times(h, w_gate);
+  const MatrixXfR u = times(h, w_up);
   g = (g.array() / (1.0f + (-g.array()).exp())) * u.array();
   return g;
 }
@@ -145,17 +168,18 @@ inline void for_row_chunks(Index n, Index rows, const std::function<void(Index, 
   for (Index r0 = 0; r0 < n; r0 += rows) fn(r0, std::min(n, r0 + rows));
 }
 
-/// One whole block on P (x ← x + attention, then x ← x + FFN), with float weights: the forward
-/// pass of Model for these sequences.
-inline void block_forward(Packed& P, const LayerWeights& L, const Config& c) {
+/// One whole block on P (x ← x + attention, then x ← x + FFN): the forward pass of Model for
+/// these sequences (L: LayerWeights or BlockLinears).
+template <class Block>
+void block_forward(Packed& P, const Block& L, const Config& c) {
   const MatrixXfR att = attention_input(P.x, L.attn_norm, P.offsets, L.wq, L.wk, L.wv, c);
   for_row_chunks(P.x.rows(), 4096, [&](Index r0, Index r1) {
-    P.x.middleRows(r0, r1 - r0).noalias() += att.middleRows(r0, r1 - r0) * L.wo.transpose();
+    add_times(P.x.middleRows(r0, r1 - r0), att.middleRows(r0, r1 - r0), L.wo);
   });
   for_row_chunks(P.x.rows(), 2048, [&](Index r0, Index r1) {
     const MatrixXfR h2 = rms_norm_rows(P.x.middleRows(r0, r1 - r0), L.ffn_norm, c.rms_eps);
     const MatrixXfR m = ffn_input(h2, L.w_gate, L.w_up);
-    P.x.middleRows(r0, r1 - r0).noalias() += m * L.w_down.transpose();
+    add_times(P.x.middleRows(r0, r1 - r0), m, L.w_down);
   });
 }
 

@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
                                              "closed-form (fast)")->capture_default_str();
   app.add_flag("--calib-fp32", o.calib_fp32, "calibrate every block on FP32 inputs (default: on the "
                                             "outputs of the blocks before it as quantized)");
+  app.add_option("--calib-activations", o.calib_activations,
+                 "activations of the sequential stream into stored block tensors: int8 (lowbit's integer "
+                 "kernels, as the engine runs the file) or float32 (the decoded weights)")
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "threads (0: all cores; 1 for models under 10M weights)")->capture_default_str();
   app.add_option("--report", o.report, "write the report as JSON");
   app.add_option("--ctx", o.context, "positions per calibration chunk")->capture_default_str();

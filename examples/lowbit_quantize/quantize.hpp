@@ -4,6 +4,7 @@
 #pragma once
 
 #include "../llama/export.hpp"
+#include "../llama/gguf_model.hpp"
 #include "../llama/model.hpp"
 #include "../llama/perplexity.hpp"
 #include "../llama/rotate.hpp"
@@ -64,6 +65,9 @@ struct Options {
   std::vector<std::string> keep;           ///< REGEX=TYPE
   std::string allocator = "measured";      ///< measured, closed-form
   bool calib_fp32 = false;                 ///< calibrate every block on FP32 inputs
+  /// The sequential stream's activations into stored block tensors: int8 (lowbit's integer
+  /// kernels, as the engine and llama.cpp run the file) or float32 (the decoded weights).
+  std::string calib_activations = "int8";
   int threads = 0;                         ///< 0: all cores (OpenMP)
   int context = 512;                       ///< positions per calibration / validation chunk
   long calib_tokens = 0;                   ///< 0: max(20000, 4 × the largest in_features)
@@ -312,6 +316,14 @@ struct Quantized {
 
 inline lowbit::ptq::FormatGptqOptions gptq_opts() { return {}; }
 
+/// A quantized tensor as the engine runs it: a block type on lowbit's kernels with int8
+/// activations (BlockLinear over its bytes), any other type (F16, IQ4_NL, ...) as its decoded floats.
+inline std::shared_ptr<const llama::Linear> stored_linear(Type type, Quantized&& q, Index rows, Index cols) {
+  if (lowbit::has_block_kernels(type))
+    return std::make_shared<llama::BlockLinear>(type, q.bytes.data(), rows, cols, lowbit::ActivationQuant::int8);
+  return std::make_shared<llama::Fp32Linear>(std::move(q.deq));
+}
+
 /// Quantizes a weight matrix W (reading the input of `calib`) as `type` with `method`:
 /// non-block types are converted; rtn: the format's plain rounding; gamma, awq (W already scaled,
 /// calib the scaled inputs): format_gamma on the output error; gptq: format_gptq_rows with
@@ -342,16 +354,11 @@ inline std::vector<uint8_t> quantize_table(const MatrixXfR& E, Type type, const 
   return lowbit::ptq::format_gamma(E, type).data;
 }
 
-/// Σ_r w_r · Δ_r·G·Δ_rᵀ (w empty: 1) and the same for W: a (weighted) output error and the
-/// layer's output energy on the statistics G (float), over the rows of W and W_hat.
-inline std::pair<double, double> weighted_output_error(const MatrixXfR& W, const MatrixXfR& W_hat,
-                                                       const Eigen::MatrixXf& G,
-                                                       const Eigen::VectorXd& w) {
-  const MatrixXfR d = W - W_hat;
-  const Eigen::VectorXd e = lowbit::ptq::detail::output_sse_rows(d, G);
-  const Eigen::VectorXd r = lowbit::ptq::detail::output_sse_rows(W, G);
-  if (w.size() == 0) return {e.sum(), r.sum()};
-  return {w.dot(e), w.dot(r)};
+/// Σ_r w_r · M_r·G·M_rᵀ (w empty: 1) over the rows of M, on the statistics G (float): with M = W −
+/// W_hat a (weighted) output error, with M = W the layer's output energy.
+inline double weighted_output_energy(const MatrixXfR& M, const Eigen::MatrixXf& G, const Eigen::VectorXd& w) {
+  const Eigen::VectorXd e = lowbit::ptq::detail::output_sse_rows(M, G);
+  return w.size() == 0 ? e.sum() : w.dot(e);
 }
 
 /// Mean of a vector (1 when empty).
@@ -406,7 +413,7 @@ class Quantizer {
     report_.out = o_.out;
     report_.method = o_.method;
     report_.input_bytes = f.file_size();
-    report_.calibration = o_.calib_fp32 ? "fp32" : "sequential";
+    report_.calibration = o_.calib_fp32 ? "fp32" : "sequential, " + o_.calib_activations + " activations";
     // The budget (or target) is checked against the types before the text is read.
     plan_keep();
     const Index q_dim = Index(config_.n_heads) * config_.head_dim;
@@ -498,6 +505,8 @@ class Quantizer {
             "--method: expected gptq, awq, gamma or rtn, got '{}'", o_.method);
     require(o_.allocator == "measured" || o_.allocator == "closed-form",
             "--allocator: expected measured or closed-form, got '{}'", o_.allocator);
+    require(o_.calib_activations == "int8" || o_.calib_activations == "float32",
+            "--calib-activations: expected int8 or float32, got '{}'", o_.calib_activations);
     require(o_.threads >= 0, "--threads: expected >= 0, got {}", o_.threads);
     require(o_.context >= 2, "--ctx: expected >= 2, got {}", o_.context);
     require(o_.rotate_seeds >= 1, "--rotate-seeds: expected >= 1, got {}", o_.rotate_seeds);
@@ -691,6 +700,10 @@ class Quantizer {
         index[tensors[i].name] = items.size();
         items.push_back({i, candidate_types(tensors[i]), {}, 1, 1});
       }
+    // GPTQ's factor of the statistics measured on last (q/k/v and gate/up share theirs); reset
+    // with every block, whose statistics may reuse an address.
+    const lowbit::ptq::Calibration* factored = nullptr;
+    std::optional<lowbit::ptq::GptqFactor> factor;
     const auto measure = [&](const std::string& name, const MatrixXfR& W,
                              const lowbit::ptq::Calibration& calib) {
       Item& it = items[index.at(name)];
@@ -710,13 +723,16 @@ class Quantizer {
         if (fr.size()) fw[k] = fr[k * stride];
       }
       const Eigen::MatrixXf G = calib.gram().cast<float>();
-      std::optional<lowbit::ptq::GptqFactor> factor;
-      if (o_.method == "gptq") factor = lowbit::ptq::gptq_factor(calib);
+      if (o_.method == "gptq" && factored != &calib) {
+        factor = lowbit::ptq::gptq_factor(calib);
+        factored = &calib;
+      }
+      const double ref = detail::weighted_output_energy(sub, G, fw);
       for (size_t k = 0; k < it.types.size(); ++k) {
         progress("measuring types", name + " " + lowbit::formats::to_string(it.types[k]), block_, 0);
         const detail::Quantized q = detail::quantize_weight(sub, it.types[k], o_.method == "awq" ? "gamma" : o_.method,
                                                             &calib, factor ? &*factor : nullptr, false);
-        const auto [e, ref] = detail::weighted_output_error(sub, q.deq, G, fw);
+        const double e = detail::weighted_output_energy(sub - q.deq, G, fw);
         it.distortion[k] = fr.size() ? std::max(0.0, e) * double(W.rows()) / double(n)
                                      : (ref > 0 ? e / ref : 0.0);
       }
@@ -760,6 +776,7 @@ class Quantizer {
     for (int l = 0; l < config_.n_layers; ++l) {
       block_ = l;
       progress("measuring types", "", l, 0.5 * double(l) / config_.n_layers);
+      factored = nullptr;
       llama::LayerWeights L = layer(tr, l);
       const std::string p = "blk." + std::to_string(l) + ".";
       lowbit::ptq::Calibration c_qkv(config_.dim), c_o(L.wo.cols()), c_gu(config_.dim), c_down(config_.hidden_dim);
@@ -786,6 +803,7 @@ class Quantizer {
       measure(p + "ffn_down.weight", L.w_down, c_down);
     }
     block_ = -1;
+    factored = nullptr;
     if (index.count("output.weight")) {
       lowbit::ptq::Calibration c_head(config_.dim);
       const Eigen::VectorXf norm = output_norm(tr);
@@ -948,6 +966,7 @@ class Quantizer {
     for (const auto& ch : tensors) by_name[ch.name] = &ch;
     const auto type_of = [&](const std::string& name) { return by_name.at(name)->type; };
     const bool seq = !o_.calib_fp32;
+    const bool int8_stream = seq && o_.calib_activations == "int8";
     const bool validate = o_.rotate;
     const std::string& method = o_.method;
     const auto method_for = [&](Type t) {
@@ -995,19 +1014,28 @@ class Quantizer {
       progress("quantizing", p + "*", l, base);
       llama::LayerWeights L = layer(tr, l);
       if (method == "awq") awq_fold(L, X, p, type_of);
-      // F: the weights the calibration stream runs on: L itself, whose tensors become the
-      // stored (decoded) ones as they are quantized; with --calib-fp32 a copy of the FP32 block.
+      // The weights the calibration stream runs on. Sequential: the block as stored, its tensors
+      // replaced as they are quantized; with int8 activations S holds them as the engine runs the
+      // file (block tensors on lowbit's integer kernels), else L holds the decoded floats. With
+      // --calib-fp32: a copy of the FP32 block.
+      llama::BlockLinears S;
+      S.attn_norm = L.attn_norm;
+      S.ffn_norm = L.ffn_norm;
       llama::LayerWeights fp32;
       if (!seq) fp32 = L;
-      const llama::LayerWeights& F = seq ? L : fp32;
-      const auto q = [&](const std::string& name, MatrixXfR& W, const lowbit::ptq::Calibration& cal,
-                         const lowbit::ptq::GptqFactor* factor, double part) {
+      const auto q = [&](const std::string& name, MatrixXfR& W, std::shared_ptr<const llama::Linear>& stored,
+                         const lowbit::ptq::Calibration& cal, const lowbit::ptq::GptqFactor* factor, double part) {
         const TensorChoice& ch = *by_name.at(name);
         progress("quantizing", name, l, base + part * per_block);
         detail::Quantized qz = detail::quantize_weight(W, ch.type, method, &cal, factor);
         w.write_tensor(name, qz.bytes);
         record(r, ch, qz.rel_error, method_for(ch.type));
-        W = std::move(qz.deq);  // the block as stored
+        if (int8_stream) {
+          stored = detail::stored_linear(ch.type, std::move(qz), W.rows(), W.cols());
+          W.resize(0, 0);
+        } else {
+          W = std::move(qz.deq);  // the block as stored
+        }
       };
       const auto factor_for = [&](const lowbit::ptq::Calibration& cal,
                                   std::initializer_list<std::string> names) {
@@ -1017,59 +1045,71 @@ class Quantizer {
           if (is_block(type_of(n))) return std::optional<lowbit::ptq::GptqFactor>(lowbit::ptq::gptq_factor(cal, detail::gptq_opts()));
         return F;
       };
-      // Stage A: the attention input, q/k/v.
-      lowbit::ptq::Calibration c_qkv(c.dim);
-      llama::for_row_chunks(X.x.rows(), 8192, [&](Index r0, Index r1) {
-        c_qkv.add(llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), L.attn_norm, c.rms_eps));
-      });
-      w.write_tensor(p + "attn_norm.weight", llama::encode_vector(Type::F32, L.attn_norm));
-      record(r, *by_name.at(p + "attn_norm.weight"), std::numeric_limits<double>::quiet_NaN(), "F32");
-      {
-        const auto fq = factor_for(c_qkv, {p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"});
-        q(p + "attn_q.weight", L.wq, c_qkv, fq ? &*fq : nullptr, 0.05);
-        q(p + "attn_k.weight", L.wk, c_qkv, fq ? &*fq : nullptr, 0.10);
-        q(p + "attn_v.weight", L.wv, c_qkv, fq ? &*fq : nullptr, 0.15);
+      // The stages, on the stream's weights F (S, or LayerWeights L / fp32).
+      const auto stages = [&](const auto& F) {
+        // Stage A: the attention input, q/k/v.
+        lowbit::ptq::Calibration c_qkv(c.dim);
+        llama::for_row_chunks(X.x.rows(), 8192, [&](Index r0, Index r1) {
+          c_qkv.add(llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), L.attn_norm, c.rms_eps));
+        });
+        w.write_tensor(p + "attn_norm.weight", llama::encode_vector(Type::F32, L.attn_norm));
+        record(r, *by_name.at(p + "attn_norm.weight"), std::numeric_limits<double>::quiet_NaN(), "F32");
+        {
+          const auto fq = factor_for(c_qkv, {p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"});
+          q(p + "attn_q.weight", L.wq, S.wq, c_qkv, fq ? &*fq : nullptr, 0.05);
+          q(p + "attn_k.weight", L.wk, S.wk, c_qkv, fq ? &*fq : nullptr, 0.10);
+          q(p + "attn_v.weight", L.wv, S.wv, c_qkv, fq ? &*fq : nullptr, 0.15);
+        }
+        // Stage B: the attention output, attn_output.
+        MatrixXfR att = llama::attention_input(X.x, F.attn_norm, X.offsets, F.wq, F.wk, F.wv, c);
+        lowbit::ptq::Calibration c_o(att.cols());
+        detail::add_rows(c_o, att);
+        {
+          const auto fo = factor_for(c_o, {p + "attn_output.weight"});
+          q(p + "attn_output.weight", L.wo, S.wo, c_o, fo ? &*fo : nullptr, 0.3);
+        }
+        // Stage C: the residual, the FFN input, gate/up.
+        llama::for_row_chunks(X.x.rows(), 4096, [&](Index r0, Index r1) {
+          llama::add_times(X.x.middleRows(r0, r1 - r0), att.middleRows(r0, r1 - r0), F.wo);
+        });
+        att.resize(0, 0);
+        lowbit::ptq::Calibration c_gu(c.dim);
+        llama::for_row_chunks(X.x.rows(), 8192, [&](Index r0, Index r1) {
+          c_gu.add(llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), L.ffn_norm, c.rms_eps));
+        });
+        w.write_tensor(p + "ffn_norm.weight", llama::encode_vector(Type::F32, L.ffn_norm));
+        record(r, *by_name.at(p + "ffn_norm.weight"), std::numeric_limits<double>::quiet_NaN(), "F32");
+        {
+          const auto fg = factor_for(c_gu, {p + "ffn_gate.weight", p + "ffn_up.weight"});
+          q(p + "ffn_gate.weight", L.w_gate, S.w_gate, c_gu, fg ? &*fg : nullptr, 0.45);
+          q(p + "ffn_up.weight", L.w_up, S.w_up, c_gu, fg ? &*fg : nullptr, 0.6);
+        }
+        // Stage D: the ffn_down input (recomputed below rather than kept: it is the widest).
+        lowbit::ptq::Calibration c_down(c.hidden_dim);
+        llama::for_row_chunks(X.x.rows(), 2048, [&](Index r0, Index r1) {
+          const MatrixXfR h2 = llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), F.ffn_norm, c.rms_eps);
+          c_down.add(llama::ffn_input(h2, F.w_gate, F.w_up));
+        });
+        {
+          const auto fd = factor_for(c_down, {p + "ffn_down.weight"});
+          q(p + "ffn_down.weight", L.w_down, S.w_down, c_down, fd ? &*fd : nullptr, 0.8);
+        }
+        // Stage E: the block's output.
+        llama::for_row_chunks(X.x.rows(), 2048, [&](Index r0, Index r1) {
+          const MatrixXfR h2 = llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), F.ffn_norm, c.rms_eps);
+          llama::add_times(X.x.middleRows(r0, r1 - r0), llama::ffn_input(h2, F.w_gate, F.w_up), F.w_down);
+        });
+      };
+      if (int8_stream)
+        stages(S);
+      else
+        stages(seq ? L : fp32);
+      if (validate) {  // the block as stored
+        if (int8_stream)
+          llama::block_forward(V, S, c);
+        else
+          llama::block_forward(V, L, c);
       }
-      // Stage B: the attention output, attn_output.
-      MatrixXfR att = llama::attention_input(X.x, F.attn_norm, X.offsets, F.wq, F.wk, F.wv, c);
-      lowbit::ptq::Calibration c_o(att.cols());
-      detail::add_rows(c_o, att);
-      {
-        const auto fo = factor_for(c_o, {p + "attn_output.weight"});
-        q(p + "attn_output.weight", L.wo, c_o, fo ? &*fo : nullptr, 0.3);
-      }
-      // Stage C: the residual, the FFN input, gate/up.
-      llama::for_row_chunks(X.x.rows(), 4096, [&](Index r0, Index r1) {
-        X.x.middleRows(r0, r1 - r0).noalias() += att.middleRows(r0, r1 - r0) * F.wo.transpose();
-      });
-      att.resize(0, 0);
-      lowbit::ptq::Calibration c_gu(c.dim);
-      llama::for_row_chunks(X.x.rows(), 8192, [&](Index r0, Index r1) {
-        c_gu.add(llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), L.ffn_norm, c.rms_eps));
-      });
-      w.write_tensor(p + "ffn_norm.weight", llama::encode_vector(Type::F32, L.ffn_norm));
-      record(r, *by_name.at(p + "ffn_norm.weight"), std::numeric_limits<double>::quiet_NaN(), "F32");
-      {
-        const auto fg = factor_for(c_gu, {p + "ffn_gate.weight", p + "ffn_up.weight"});
-        q(p + "ffn_gate.weight", L.w_gate, c_gu, fg ? &*fg : nullptr, 0.45);
-        q(p + "ffn_up.weight", L.w_up, c_gu, fg ? &*fg : nullptr, 0.6);
-      }
-      // Stage D: the ffn_down input (recomputed below rather than kept: it is the widest).
-      lowbit::ptq::Calibration c_down(c.hidden_dim);
-      llama::for_row_chunks(X.x.rows(), 2048, [&](Index r0, Index r1) {
-        const MatrixXfR h2 = llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), F.ffn_norm, c.rms_eps);
-        c_down.add(llama::ffn_input(h2, F.w_gate, F.w_up));
-      });
-      {
-        const auto fd = factor_for(c_down, {p + "ffn_down.weight"});
-        q(p + "ffn_down.weight", L.w_down, c_down, fd ? &*fd : nullptr, 0.8);
-      }
-      // Stage E: the block's output.
-      llama::for_row_chunks(X.x.rows(), 2048, [&](Index r0, Index r1) {
-        const MatrixXfR h2 = llama::rms_norm_rows(X.x.middleRows(r0, r1 - r0), F.ffn_norm, c.rms_eps);
-        X.x.middleRows(r0, r1 - r0).noalias() += llama::ffn_input(h2, F.w_gate, F.w_up) * F.w_down.transpose();
-      });
-      if (validate) llama::block_forward(V, L, c);  // L holds the block as stored
     }
     block_ = -1;
     // The head: statistics of the final norm's output, then the head in parts of rows.
@@ -1090,7 +1130,7 @@ class Quantizer {
     }
     w.write_tensor("output_norm.weight", llama::encode_vector(Type::F32, norm));
     record(r, *by_name.at("output_norm.weight"), std::numeric_limits<double>::quiet_NaN(), "F32");
-    MatrixXfR head_q;  // for the validation logits
+    detail::Quantized head_q;  // the head as stored, for the validation logits
     if (has_head) {
       const TensorChoice& ch = *by_name.at("output.weight");
       progress("quantizing", ch.name, -1, double(c.n_layers) * per_block);
@@ -1098,16 +1138,18 @@ class Quantizer {
       if (method == "gptq" && is_block(ch.type)) fh = lowbit::ptq::gptq_factor(c_head, detail::gptq_opts());
       const Eigen::MatrixXf G = c_head.gram().cast<float>();
       double e = 0, ref = 0;
-      if (validate) head_q.resize(Index(ch.rows()), Index(ch.cols()));
+      if (validate) head_q.deq.resize(Index(ch.rows()), Index(ch.cols()));
       llama::for_row_chunks(Index(ch.rows()), 4096, [&](Index r0, Index r1) {
         MatrixXfR H = head_rows(tr, r0, r1);
         if (head_scale.size()) H = H.array().rowwise() * head_scale.transpose().array();
         const detail::Quantized qz = detail::quantize_weight(H, ch.type, method, &c_head, fh ? &*fh : nullptr, false);
         w.append(qz.bytes.data(), qz.bytes.size());
-        const auto [ei, ri] = detail::weighted_output_error(H, qz.deq, G, Eigen::VectorXd());
-        e += ei;
-        ref += ri;
-        if (validate) head_q.middleRows(r0, r1 - r0) = qz.deq;
+        e += detail::weighted_output_energy(H - qz.deq, G, Eigen::VectorXd());
+        ref += detail::weighted_output_energy(H, G, Eigen::VectorXd());
+        if (validate) {
+          head_q.bytes.insert(head_q.bytes.end(), qz.bytes.begin(), qz.bytes.end());
+          head_q.deq.middleRows(r0, r1 - r0) = qz.deq;
+        }
       });
       record(r, ch, ref > 0 ? e / ref : 0, method_for(ch.type));
     }
@@ -1116,21 +1158,23 @@ class Quantizer {
       double nll = 0;
       long predictions = 0;
       const Eigen::VectorXf vnorm = norm;
-      const MatrixXfR* table = &head_q;
-      MatrixXfR tied_table;
+      const Type head_type = has_head ? type_of("output.weight") : type_of("token_embd.weight");
       if (!has_head) {
         const auto& t = f.tensor("token_embd.weight");
         // A tied model keeps its table: the head is the stored embedding (quantized again: the
         // same bytes as written).
-        tied_table = embedding(tr, detail::read_rows(f, t, 0, t.rows()));
-        const std::vector<uint8_t> qb = detail::quantize_table(tied_table, type_of("token_embd.weight"), method);
-        tied_table = lowbit::formats::decode_matrix(type_of("token_embd.weight"), qb.data(), t.rows(), t.cols());
-        table = &tied_table;
+        head_q.bytes = detail::quantize_table(embedding(tr, detail::read_rows(f, t, 0, t.rows())), head_type, method);
+        head_q.deq = lowbit::formats::decode_matrix(head_type, head_q.bytes.data(), t.rows(), t.cols());
       }
+      // The head as the stream runs the blocks (as the engine runs the file, or decoded).
+      const Index head_rows = head_q.deq.rows(), head_cols = head_q.deq.cols();
+      const std::shared_ptr<const llama::Linear> head_linear =
+          int8_stream ? detail::stored_linear(head_type, std::move(head_q), head_rows, head_cols)
+                      : std::make_shared<llama::Fp32Linear>(std::move(head_q.deq));
       for (Index s = 0; s < V.sequences(); ++s) {
         const Index r0 = V.offsets[size_t(s)], r1 = V.offsets[size_t(s + 1)];
         const MatrixXfR h = llama::rms_norm_rows(V.x.middleRows(r0, r1 - r0), vnorm, c.rms_eps);
-        const MatrixXfR logits = h * table->transpose();
+        const MatrixXfR logits = llama::times(h, head_linear);
         const auto& ids = text_.validation[size_t(s)];
         for (Index i = 0; i + 1 < logits.rows(); ++i) {
           const auto row = logits.row(i);

@@ -5,6 +5,7 @@
 // exact bytes, and every rejected input throws lowbit::Error and leaves no output file.
 #include "../../examples/llama/engine.hpp"
 #include "../../examples/llama/export.hpp"
+#include "../../examples/llama/gguf_model.hpp"
 #include "../../examples/llama/model.hpp"
 #include "../../examples/llama/rotate.hpp"
 #include "../../examples/llama/tokenizer.hpp"
@@ -22,6 +23,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -286,6 +288,63 @@ TEST_CASE("lowbit-quantize: --type Q4_K on a small llama: llama.cpp's types, fal
   CHECK(e_gptq < 0.8 * e_rtn);
   std::remove(out.c_str());
   std::remove(out_rtn.c_str());
+}
+
+TEST_CASE("lowbit-quantize: the sequential stream runs the stored tensors as the engine runs the file") {
+  // Every Linear's relative output error, recomputed from the file's bytes on the inputs the
+  // engine gives them when it runs the written file (int8 activations on lowbit's block kernels,
+  // or weight-only with float32), equals what the pipeline measured: block 1 reads block 0 as
+  // stored, and inside a block each Linear reads the stored ones before it.
+  Fixture fx;
+  const std::string out = "test_quantize_tool_stream.gguf";
+  std::map<std::string, double> reported[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    lbq::Options o = fx.options(out);
+    o.type = "Q4_K";
+    o.calib_activations = mode == 0 ? "int8" : "float32";
+    const lbq::RunReport r = lbq::Quantizer(o).run();
+    CHECK(r.calibration == "sequential, " + o.calib_activations + " activations");
+    const auto f = lowbit::io::GgufFile::open(out);
+    CHECK(f.get_string("lowbit.quantize.calibration", "") == r.calibration);
+    llama::GgufRunOptions run;
+    run.context_length = o.context;
+    run.activations = mode == 0 ? lowbit::ActivationQuant::int8 : lowbit::ActivationQuant::float32;
+    llama::Model m = llama::load_model(f, run);
+    std::map<std::string, lowbit::ptq::Calibration> inputs;  // "layer.first linear reading it"
+    m.set_capture([&](int layer, const std::string& name, const MatrixXfR& x) {
+      if (layer < 0) return;
+      const std::string key = std::to_string(layer) + "." + name;
+      inputs.emplace(key, lowbit::ptq::Calibration(x.cols())).first->second.add(x);
+    });
+    const auto tok = llama::Tokenizer::from_gguf(f);
+    const auto text = lbq::detail::read_calibration(fx.calib, tok, o.context, 1L << 40, 1024, 0, "");
+    for (const auto& s : text.fit) {
+      m.reset();
+      m.forward(s);
+    }
+    const std::map<std::string, std::string> reads = {
+        {"attn_q", "attn_q"},           {"attn_k", "attn_q"},   {"attn_v", "attn_q"}, {"attn_output", "attn_output"},
+        {"ffn_gate", "ffn_gate"}, {"ffn_up", "ffn_gate"}, {"ffn_down", "ffn_down"}};
+    for (int l = 0; l < 2; ++l)
+      for (const auto& [n, input] : reads) {
+        const std::string name = "blk." + std::to_string(l) + "." + n + ".weight";
+        INFO(name << " with " << o.calib_activations << " activations");
+        const double e = lowbit::ptq::relative_output_error(linear(fx.w.layers[size_t(l)], n), decoded(f, name),
+                                                            inputs.at(std::to_string(l) + "." + input));
+        CHECK(e == Approx(entry(r, name).rel_error).epsilon(1e-5));
+        reported[mode][name] = entry(r, name).rel_error;
+      }
+    std::remove(out.c_str());
+  }
+  // Block 0's q/k/v read the stored embedding either way; later inputs differ by the int8
+  // rounding of the activations.
+  CHECK(reported[0]["blk.0.attn_q.weight"] == reported[1]["blk.0.attn_q.weight"]);
+  for (int l = 0; l < 2; ++l)
+    for (const char* n : {"attn_output", "ffn_down"}) {
+      const std::string name = "blk." + std::to_string(l) + "." + n + ".weight";
+      INFO(name);
+      CHECK(std::abs(reported[0][name] / reported[1][name] - 1) > 1e-4);
+    }
 }
 
 TEST_CASE("lowbit-quantize: --keep and legacy targets: rules win, rows that fit no block fall back") {
@@ -560,13 +619,16 @@ TEST_CASE("lowbit-quantize: --rotate chooses on the held-out tail of the calibra
   CHECK(f.get_string("lowbit.quantize.rotation", "") == r.rotation);
   CHECK(f.at("lowbit.quantize.rotation_candidates").as_array().size() == 2);
   // The validation tail: the last chunks of the calibration half (never the evaluation half),
-  // disjoint from the chunks calibration used. The written file, run by the engine on it, gives
-  // the perplexity the choice was made on.
+  // disjoint from the chunks calibration used. The written file, run by the engine on it (int8
+  // activations on the block kernels, as the calibration stream), gives the perplexity the choice
+  // was made on.
   const auto tok = llama::Tokenizer::from_gguf(f);
   const auto text = lbq::detail::read_calibration(fx.calib, tok, o.context, 1L << 40, 1024, 1000, "");
   CHECK(text.validation_predictions == r.candidates[chosen].val_predictions);
   CHECK(text.validation_predictions >= 1000);
-  llama::Model m(llama::load_weights(f, o.context));
+  llama::GgufRunOptions run;
+  run.context_length = o.context;
+  llama::Model m = llama::load_model(f, run);
   double nll = 0;
   long n = 0;
   for (const auto& s : text.validation) {

@@ -49,7 +49,7 @@ inline amx_tiles::Config config(Index kr) noexcept {
 /// lane * 4 + j = u - zero of column 4v + j and row lane, as int8.
 template <int LW, int HW>
 void widen(const BlockLayout& L, const uint8_t* rec, int8_t* out) noexcept {
-  constexpr int FL = 8 / LW, FH = HW ? 8 / HW : 1;
+  constexpr int FL = 8 / LW, FH = 8 / (HW ? HW : 8);  // FH = 1 without a high plane
   constexpr unsigned ML = (1u << LW) - 1, MH = (1u << HW) - 1;
   const Index R = L.group_cols() / 4, groups = L.super_block() / L.group_cols();
   const int zero = L.zero();

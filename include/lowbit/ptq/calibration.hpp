@@ -59,10 +59,15 @@ class Calibration {
         gt.selfadjointView<Eigen::Lower>().rankUpdate(rows.transpose());
         gt.triangularView<Eigen::StrictlyUpper>() = gt.transpose();
       }
+      // Each column of the running sum gets the chunks in order, whichever thread adds them.
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(int(here)) if (here > 1)
+#endif
+      for (Index j = 0; j < features_; ++j)
+        for (Index t = 0; t < here; ++t) gram_.col(j) += g[size_t(t)].col(j).cast<double>();
       for (Index t = 0; t < here; ++t) {
         const Index r0 = (c0 + t) * chunk;
         const auto rows = x.middleRows(r0, std::min(chunk, x.rows() - r0));
-        gram_ += g[size_t(t)].cast<double>();
         sum_abs_ += rows.cwiseAbs().colwise().sum().transpose().cast<double>();
         max_abs_ = max_abs_.cwiseMax(rows.cwiseAbs().colwise().maxCoeff().transpose().cast<double>());
       }

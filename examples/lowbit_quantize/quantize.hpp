@@ -66,7 +66,7 @@ struct Options {
   std::string allocator = "measured";      ///< measured, closed-form
   bool calib_fp32 = false;                 ///< calibrate every block on FP32 inputs
   /// The sequential stream's activations into stored block tensors: int8 (lowbit's integer
-  /// kernels, as the engine and llama.cpp run the file) or float32 (the decoded weights).
+  /// kernels, as lowbit's engine runs the file) or float32 (the decoded weights).
   std::string calib_activations = "int8";
   int threads = 0;                         ///< 0: all cores (OpenMP)
   int context = 512;                       ///< positions per calibration / validation chunk

@@ -490,6 +490,9 @@ TEST_CASE("lowbit-quantize: rejected inputs throw lowbit::Error and leave no out
   o.method = "hqq";
   check_rejected(o, "--method hqq");
   o.method = "gptq";
+  o.calib_activations = "int4";
+  check_rejected(o, "--calib-activations int4");
+  o.calib_activations = "int8";
   o.keep = {"attn_q"};
   check_rejected(o, "--keep without =TYPE");
   o.keep = {"attn_q=Q9_9"};

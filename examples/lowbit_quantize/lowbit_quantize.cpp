@@ -1,6 +1,13 @@
 // lowbit_quantize.cpp: lowbit-quantize, a llama GGUF and a calibration text in, a quantized GGUF
 // out that llama.cpp loads as it is (GPTQ, AWQ, γ-search or the formats' own rounding on the exact
 // grids of the GGUF block formats; a uniform target or a measured bits-per-weight budget).
+#if defined(__GNUC__) && !defined(__clang__)
+// Built for an AVX-512 host (-march=native, as scripts/bench-quantize.sh builds it), GCC 12 flags
+// the deliberately undefined vectors inside its own intrinsics (_mm512_undefined_*) where Eigen's
+// AVX-512 code is inlined; the diagnostic must be off before those headers are read.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include "quantize.hpp"
 
 #include <CLI/CLI.hpp>

@@ -8,7 +8,9 @@
 //   C c_load(p);  template <int From, int To, int Width> C c_move(const C&): ((x >> From) & (2^Width - 1)) << To
 //                 in every byte;  C c_or(a, b)
 //   Sub           the partial sums of one unit (BlockLayout::unit_cols): sub_zero(); sub_dot(Sub&, C, A):
-//                 lane i += sum_j c[4i + j] * a[j] (codes < 64; x86 keeps them as int16 pairs)
+//                 lane i += sum_j c[4i + j] * a[j] (codes < 64; AVX2 keeps them as int16 pairs)
+//   blk_wide_sub  true when Sub, Z and Sc are I (int32 lanes, e.g. VNNI's vpdpbusd): a partial sum
+//                 then spans a whole sub-block, and each fold its units' Z summed
 //   Z z_load(int32 zpair)                    the unit's zero * sum c, from QuantizedActivations::zpairs
 //   Sc sc_unit(); sc_load_pairs(p, nibbles, Sc& s0, Sc& s1)   per-lane sub-scales of a sub-block pair
 //   Pr mn_load_pairs(p, nibbles)             per-lane sub-min pair
@@ -141,6 +143,9 @@ LOWBIT_ALWAYS_INLINE inline void group_int(const Rows<MR>& rows, const BlockLayo
     const bool zc = flag<ZC>(L.zero() != 0);
     const int32_t* zp[MR];
     unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE { zp[r] = zc ? rows.zp[r] + k0 / (4 * K::UV) : nullptr; });
+    // The vectors one partial sum spans before it is folded: an int16 unit, or a whole sub-block
+    // where V's partial sums are int32 (the sub-scale multiply then runs once per sub-block).
+    constexpr int FV = V::blk_wide_sub ? K::VPS : K::UV;
     typename V::Sub sub[MR][NB];
     typename V::C lo[NB], hi[NB];
     unroll<K::NV>([&](auto vc) LOWBIT_ALWAYS_INLINE {
@@ -154,20 +159,34 @@ LOWBIT_ALWAYS_INLINE inline void group_int(const Rows<MR>& rows, const BlockLayo
       unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE {
         const auto av = V::bcast(arow[r] + 4 * vi);
         unroll<NB>([&](auto b) LOWBIT_ALWAYS_INLINE {
-          if constexpr (vi % K::UV == 0)
+          if constexpr (vi % FV == 0)
             sub[r][b] = V::sub_first(code[b], av);
           else
             V::sub_dot(sub[r][b], code[b], av);
         });
       });
-      if constexpr ((vi + 1) % K::UV == 0) {
-        constexpr int q = vi / K::VPS, unit = vi / K::UV;
+      if constexpr ((vi + 1) % FV == 0) {
+        constexpr int q = vi / K::VPS, unit = (vi + 1 - FV) / K::UV, units = FV / K::UV;
         unroll<MR>([&](auto r) LOWBIT_ALWAYS_INLINE {
           if (zc) {
-            const auto z = V::z_load(zp[r][unit]);
-            unroll<NB>([&](auto b) LOWBIT_ALWAYS_INLINE { V::fold_z(A[r][b], sub[r][b], z, sc[b][q]); });
+            auto z = V::z_load(zp[r][unit]);
+            if constexpr (units > 1)  // blk_wide_sub: Z is I
+              unroll<units - 1>([&](auto u) LOWBIT_ALWAYS_INLINE {
+                z = V::add(z, V::z_load(zp[r][unit + 1 + decltype(u)::value]));
+              });
+            unroll<NB>([&](auto b) LOWBIT_ALWAYS_INLINE {
+              if constexpr (V::blk_wide_sub && !PAIRS)
+                A[r][b] = V::add(A[r][b], V::sub(sub[r][b], z));  // no sub-scale: skip the multiply by 1
+              else
+                V::fold_z(A[r][b], sub[r][b], z, sc[b][q]);
+            });
           } else {
-            unroll<NB>([&](auto b) LOWBIT_ALWAYS_INLINE { V::fold(A[r][b], sub[r][b], sc[b][q]); });
+            unroll<NB>([&](auto b) LOWBIT_ALWAYS_INLINE {
+              if constexpr (V::blk_wide_sub && !PAIRS)
+                A[r][b] = V::add(A[r][b], sub[r][b]);
+              else
+                V::fold(A[r][b], sub[r][b], sc[b][q]);
+            });
           }
         });
       }

@@ -166,7 +166,7 @@ struct V {
   // pairs, added in int16 over a unit (BlockLayout::unit_cols keeps them below 32768), widened
   // by vpmaddwd with the sub-scale pair (sc, sc) of each lane, so the scale costs nothing extra.
   static constexpr int blk_mr = 2, blk_nb = 1, blk_gemv_nb = 1, blkf_mr = 2, blkf_nb = 1;
-  static constexpr bool blk_all_configs = false;
+  static constexpr bool blk_all_configs = false, blk_wide_sub = false;
   using C = R;
   struct Sub { __m256i v[2]; };  // int16 pair sums
   using Z = __m256i;             // zero * sum c per int16 element

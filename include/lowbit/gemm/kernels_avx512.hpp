@@ -109,15 +109,15 @@ struct V {
     const __m512i v = _mm512_srl_epi32(raw, _mm_cvtsi32_si128(shift));
     return _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(nibbles ? 0xF : 0xFF)));
   }
-  // Block-form weights (block_kernel_body.hpp): the AVX2 path's operations on one zmm (16 lanes):
-  // vpmaddubsw pairs added in int16 over a unit, widened by vpmaddwd with the (sc, sc) pair of
-  // each lane. The same integers as every path; written to mirror kernels_avx2.hpp line by line.
+  // Block-form weights (block_kernel_body.hpp): vpdpbusd sums codes times activations in int32
+  // lanes over a whole sub-block (blk_wide_sub), then one vpmulld applies the lane's sub-scale;
+  // sub-mins stay int16 pairs for vpmaddwd. The same integers as every path.
   static constexpr int blk_mr = 4, blk_nb = 2, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
-  static constexpr bool blk_all_configs = false;
+  static constexpr bool blk_all_configs = false, blk_wide_sub = true;
   using C = __m512i;
-  using Sub = __m512i;  // int16 pair sums
-  using Z = __m512i;
-  using Sc = __m512i;   // (sc, sc) int16 per lane
+  using Sub = __m512i;  // int32 sums per lane
+  using Z = __m512i;    // zero * sum a per lane
+  using Sc = __m512i;   // sc per int32 lane
   using Pr = __m512i;   // (mn_0, mn_1) int16 per lane
   static C c_load(const uint8_t* p) { return _mm512_loadu_si512(p); }
   static void c_store(uint8_t* p, C c) { _mm512_storeu_si512(p, c); }
@@ -130,22 +130,26 @@ struct V {
   }
   static C c_or(C a, C b) { return _mm512_or_si512(a, b); }
   static Sub sub_zero() { return _mm512_setzero_si512(); }
-  static void sub_dot(Sub& s, C c, A a) { s = _mm512_add_epi16(s, _mm512_maddubs_epi16(c, a)); }
-  static Sub sub_first(C c, A a) { return _mm512_maddubs_epi16(c, a); }
-  static Z z_load(int32_t p) { return _mm512_set1_epi32(p); }
-  static Sc sc_unit() { return _mm512_set1_epi16(1); }
+  static void sub_dot(Sub& s, C c, A a) { s = _mm512_dpbusd_epi32(s, c, a); }
+  static Sub sub_first(C c, A a) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, a); }
+  // A zero pair holds the unit's two int16 halves (AVX2's pair sums); an int32 lane sums both.
+  static Z z_load(int32_t p) {
+    return _mm512_set1_epi32(int32_t(int16_t(uint32_t(p) & 0xFFFFu)) + int32_t(int16_t(uint32_t(p) >> 16)));
+  }
+  static Sc sc_unit() { return _mm512_set1_epi32(1); }
   static __m512i pair_words(const uint8_t* p, bool nibbles, bool high) {
     __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     if (!nibbles) return _mm512_cvtepi8_epi16(b);
     if (high) b = _mm256_srli_epi16(b, 4);
     return _mm512_cvtepu8_epi16(_mm256_and_si256(b, _mm256_set1_epi8(0x0F)));
   }
+  // Lane l's words (sc_0, sc_1), sign-extended into two int32 vectors.
+  static void split_pairs(__m512i w, Sc& s0, Sc& s1) {
+    s0 = _mm512_srai_epi32(_mm512_slli_epi32(w, 16), 16);
+    s1 = _mm512_srai_epi32(w, 16);
+  }
   static void sc_load_pairs(const uint8_t* p, bool nibbles, Sc& s0, Sc& s1) {
-    const __m512i even = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
-    const __m512i odd = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
-    const __m512i w = pair_words(p, nibbles, false);  // lane l: (sc_0, sc_1)
-    s0 = _mm512_shuffle_epi8(w, even);
-    s1 = _mm512_shuffle_epi8(w, odd);
+    split_pairs(pair_words(p, nibbles, false), s0, s1);
   }
   static Pr mn_load_pairs(const uint8_t* p, bool nibbles) { return pair_words(p, nibbles, true); }
   static void sc_mn_load_pairs(const uint8_t* p, bool nibbles, size_t mn_offset, Sc& s0, Sc& s1, Pr& pr) {
@@ -154,29 +158,22 @@ struct V {
       pr = mn_load_pairs(p + mn_offset, false);
       return;
     }
-    const __m512i even = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
-    const __m512i odd = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    const __m512i w = _mm512_cvtepu8_epi16(_mm256_and_si256(b, m4));
-    s0 = _mm512_shuffle_epi8(w, even);
-    s1 = _mm512_shuffle_epi8(w, odd);
+    split_pairs(_mm512_cvtepu8_epi16(_mm256_and_si256(b, m4)), s0, s1);
     pr = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4));
   }
-  static void fold(I& acc, Sub s, Sc sc) { acc = _mm512_add_epi32(acc, _mm512_madd_epi16(s, sc)); }
+  static void fold(I& acc, Sub s, Sc sc) { acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(s, sc)); }
   static void fold_z(I& acc, Sub s, Z z, Sc sc) {
-    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_sub_epi16(s, z), sc));
+    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(s, z), sc));
   }
   static void fold_pairs(I& acc, const int16_t* cs, Pr p) {
     int32_t v;
     std::memcpy(&v, cs, 4);
     acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, _mm512_set1_epi32(v)));
   }
-  static I sc_i(Sc s) { return _mm512_srai_epi32(s, 16); }
-  static void pr_split(Pr p, I& a, I& b) {
-    a = _mm512_srai_epi32(_mm512_slli_epi32(p, 16), 16);
-    b = _mm512_srai_epi32(p, 16);
-  }
+  static I sc_i(Sc s) { return s; }
+  static void pr_split(Pr p, I& a, I& b) { split_pairs(p, a, b); }
   static F load_half(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static I add(I a, I b) { return _mm512_add_epi32(a, b); }
 };

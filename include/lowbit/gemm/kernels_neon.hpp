@@ -116,7 +116,7 @@ struct NeonBase {
   // Block-form weights (block_kernel_body.hpp): codes below 64 are valid signed bytes, so sdot /
   // smull take them as they are; sub-scales and mins widen to int32 lanes (vmla).
   static constexpr int blk_mr = 4, blk_nb = 1, blk_gemv_nb = 2, blkf_mr = 2, blkf_nb = 1;
-  static constexpr bool blk_all_configs = false;
+  static constexpr bool blk_all_configs = false, blk_wide_sub = false;
   using C = W;
   using Z = int32x4_t;
   using Sc = I;
@@ -254,7 +254,8 @@ struct V : neon_common::NeonBase {
     I r;
     for (int q = 0; q < 4; ++q) r.v[q] = vpaddq_s32(a.lo[q], a.hi[q]);
     return r;
-  }  using Sub = Acc;
+  }
+  using Sub = Acc;
   static Sub sub_zero() { return zero(); }
   static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
   static Sub sub_first(const C& c, A a) {
@@ -285,7 +286,8 @@ struct V : neon_common::NeonBase {
     for (int q = 0; q < 4; ++q) acc.v[q] = vdotq_s32(acc.v[q], w.v[q], a);
   }
   static void dot4(Acc& acc, const W& w, A a) { dot8(acc, w, a); }
-  static I finish(const Acc& a) { return a; }  using Sub = Acc;
+  static I finish(const Acc& a) { return a; }
+  using Sub = Acc;
   static Sub sub_zero() { return zero(); }
   static void sub_dot(Sub& s, const C& c, A a) { dot8(s, c, a); }
   static Sub sub_first(const C& c, A a) {

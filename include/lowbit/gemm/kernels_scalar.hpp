@@ -125,7 +125,7 @@ struct V : detail::ScalarRowOps {
   // Block-form weights (block_kernel_body.hpp): plain int32 lanes. The lane loops stay out of
   // line (LOWBIT_SCALAR_OP): the unrolled driver then compiles quickly, and this path has no speed target.
   static constexpr int blk_mr = 1, blk_nb = 1, blk_gemv_nb = 1, blkf_mr = 1, blkf_nb = 1;
-  static constexpr bool blk_all_configs = true;
+  static constexpr bool blk_all_configs = true, blk_wide_sub = false;
   using C = W;
   using Sub = I;
   using Z = int32_t;
